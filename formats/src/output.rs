@@ -1,0 +1,65 @@
+//! Choosing a writer for an output format.
+
+use crate::error::{Error, Result};
+use crate::qcow2::Qcow2Writer;
+use crate::raw::RawWriter;
+use crate::sink::{ImageWriter, WriteOptions};
+use serde::Serialize;
+use std::fs::File;
+use std::str::FromStr;
+
+/// Formats v2x can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// Plain disk bytes, sparse.
+    Raw,
+    /// qcow2, compat 1.1.
+    Qcow2,
+}
+
+impl OutputFormat {
+    /// The format's name as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Raw => "raw",
+            OutputFormat::Qcow2 => "qcow2",
+        }
+    }
+
+    /// Guesses the output format from a file name's extension.
+    pub fn from_extension(path: &std::path::Path) -> Option<Self> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "qcow2" | "qcow" => Some(OutputFormat::Qcow2),
+            "raw" | "img" | "bin" | "dd" => Some(OutputFormat::Raw),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for OutputFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "raw" => Ok(OutputFormat::Raw),
+            "qcow2" => Ok(OutputFormat::Qcow2),
+            other => Err(Error::unsupported(format!(
+                "output format '{other}' (this build writes raw and qcow2)"
+            ))),
+        }
+    }
+}
+
+/// Creates a writer for a `size`-byte disk in `file`, which must be empty.
+pub fn create_writer(
+    format: OutputFormat,
+    file: File,
+    size: u64,
+    opts: &WriteOptions,
+) -> Result<Box<dyn ImageWriter>> {
+    Ok(match format {
+        OutputFormat::Raw => Box::new(RawWriter::create(file, size, opts)?),
+        OutputFormat::Qcow2 => Box::new(Qcow2Writer::create(file, size, opts)?),
+    })
+}

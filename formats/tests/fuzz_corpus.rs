@@ -1,0 +1,44 @@
+//! Replays every saved fuzz input and every crasher as an ordinary test, so
+//! stable CI covers what the fuzzers found. Inputs live in
+//! `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/` (crashers, each
+//! named after the bug it found).
+
+use std::path::Path;
+use v2x_formats::detect::Format;
+use v2x_formats::fuzzing::exercise_bytes;
+
+fn replay(target: &str, format: Format) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut n = 0;
+    for dir in ["corpus", "regressions"] {
+        let d = root.join(dir).join(target);
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if !p.is_file() {
+                continue;
+            }
+            let data = std::fs::read(&p).unwrap();
+            let start = std::time::Instant::now();
+            exercise_bytes(format, &data);
+            assert!(
+                start.elapsed().as_secs() < 5,
+                "{} took {:?}",
+                p.display(),
+                start.elapsed()
+            );
+            n += 1;
+        }
+    }
+    assert!(
+        n > 0,
+        "no saved fuzz inputs for {target}: the corpus must not be empty"
+    );
+}
+
+#[test]
+fn qcow2_corpus() {
+    replay("qcow2", Format::Qcow2);
+}
