@@ -1,2 +1,11 @@
-//! v2x: the conversion pipeline, CLI definitions and copier.
+//! v2x: the conversion pipeline, CLI definitions and copier. The binary in
+//! `main.rs` is a thin shell over [`pipeline`].
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod compare;
+pub mod copy;
+pub mod exit;
+pub mod options;
+pub mod pipeline;
+pub mod report;

@@ -1,0 +1,176 @@
+//! Command-line definitions (clap derive). The man pages and shell
+//! completions are generated from these types, so they are the one source of
+//! truth for flags and help text.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Exit codes, shown in `--help` and the man page.
+pub const EXIT_CODES_HELP: &str = "\
+EXIT STATUS:
+  0  success (compare: the images are identical)
+  1  compare: the images differ
+  2  command-line usage error
+  3  I/O error on the host (open, read, write, rename)
+  4  an input image is corrupt
+  5  an input uses a format or feature v2x does not support
+  6  an input exceeds one of v2x's safety limits
+  7  refused by policy (backing file outside allowed directories, output exists)
+  8  any other failure";
+
+/// Offline VM image converter: VMware, Hyper-V, Xen and VirtualBox disks to KVM, without an appliance.
+#[derive(Debug, Parser)]
+#[command(name = "v2x", version, about, after_long_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert a disk image to another format (qcow2 by default).
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Convert(ConvertArgs),
+    /// Show what an image is: format, sizes, backing chain.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Info(InfoArgs),
+    /// Compare the guest-visible contents of two images (like qemu-img compare).
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Compare(CompareArgs),
+    /// Print a shell completion script to standard output.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Input formats accepted by `-f`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// Plain disk bytes.
+    Raw,
+    /// qcow2 v2/v3.
+    Qcow2,
+}
+
+/// Output formats accepted by `-O`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormatArg {
+    /// Plain disk bytes, sparse.
+    Raw,
+    /// qcow2 (compat 1.1).
+    Qcow2,
+}
+
+/// Compression algorithms for `--compress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressArg {
+    /// Deflate; readable by every qemu.
+    Zlib,
+    /// Zstandard; needs qemu 5.1 or later to read.
+    Zstd,
+}
+
+/// How the source chain is opened; shared by every subcommand that reads images.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Allow backing files in DIR (repeatable), or anywhere with `any`. By default only
+    /// files in the image's own directory are followed.
+    #[arg(long, value_name = "DIR|any")]
+    pub allow_backing: Vec<String>,
+    /// Refuse images that need a backing file.
+    #[arg(long, conflicts_with = "allow_backing")]
+    pub no_backing: bool,
+    /// Deepest backing chain to follow.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_chain_depth: u32,
+    /// Allow qcow2 images whose data lives in an external data file.
+    #[arg(long)]
+    pub allow_external_data: bool,
+}
+
+/// Arguments of `v2x convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The source image (any supported format, or a block device).
+    pub input: PathBuf,
+    /// The new image. Written to OUTPUT.tmp-* and renamed when complete.
+    pub output: PathBuf,
+    /// Source format; detected from the image's magic when omitted.
+    #[arg(short = 'f', long = "source-format", value_enum)]
+    pub source_format: Option<InputFormat>,
+    /// Output format; taken from OUTPUT's extension when omitted, else qcow2.
+    #[arg(short = 'O', long = "output-format", value_enum)]
+    pub output_format: Option<OutputFormatArg>,
+    /// Output format options as key=value, comma-separated or repeated, like qemu-img:
+    /// cluster_size=SIZE, compression_type=zlib|zstd, compression_level=N, preallocation=off|full.
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE[,...]")]
+    pub options: Vec<String>,
+    /// Compress the output (qcow2). ALG defaults to `-o compression_type`, else zlib.
+    #[arg(short = 'c', long, value_enum, value_name = "ALG", num_args = 0..=1)]
+    pub compress: Option<Option<CompressArg>>,
+    /// Show a progress bar (a plain progress line when standard error is not a terminal).
+    #[arg(short, long)]
+    pub progress: bool,
+    /// Print one JSON event per line on standard output: start, progress, done, error.
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing but errors.
+    #[arg(short, long, conflicts_with = "progress")]
+    pub quiet: bool,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Worker threads for reading and compressing (default: number of CPUs).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// How the source is opened.
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// Arguments of `v2x info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The image.
+    pub image: PathBuf,
+    /// Image format; detected when omitted.
+    #[arg(short = 'f', long = "format", value_enum)]
+    pub format: Option<InputFormat>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also walk the allocation map and report allocated bytes per kind.
+    #[arg(long)]
+    pub map: bool,
+    /// How the image is opened.
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// Arguments of `v2x compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// First image.
+    pub a: PathBuf,
+    /// Second image.
+    pub b: PathBuf,
+    /// Format of the first image; detected when omitted.
+    #[arg(short = 'f', value_enum)]
+    pub format_a: Option<InputFormat>,
+    /// Format of the second image; detected when omitted.
+    #[arg(short = 'F', value_enum)]
+    pub format_b: Option<InputFormat>,
+    /// Strict: images of different sizes differ, even if the extra part reads as zero.
+    #[arg(short, long)]
+    pub strict: bool,
+    /// Print nothing; only the exit status tells.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// How the images are opened.
+    #[command(flatten)]
+    pub source: SourceArgs,
+}

@@ -1,0 +1,289 @@
+//! The stages of `v2x convert` and the other subcommands, as a short list of
+//! calls: open → (volumes → filesystems → inspect → plan → apply: later
+//! stages) → copy → finalize.
+
+use crate::cli::{CompareArgs, ConvertArgs, InfoArgs, OutputFormatArg};
+use crate::compare::{compare, Verdict};
+use crate::copy::{copy, CopyOptions, CopyStats};
+use crate::exit::{self, Refused};
+use crate::options::{open_options, write_options};
+use crate::report::{human_bytes, Mode, Reporter};
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use v2x_formats::block::{BlockSource, ExtentKind, ImageInfo};
+use v2x_formats::{create_writer, open_image, OutputFormat};
+
+/// `v2x convert`: returns the process exit code.
+pub fn convert(args: &ConvertArgs) -> Result<u8> {
+    let mode = if args.json {
+        Mode::Json
+    } else if args.quiet {
+        Mode::Quiet
+    } else {
+        Mode::Human {
+            progress: args.progress,
+        }
+    };
+    let result = convert_inner(args, mode);
+    if let (Err(e), Mode::Json) = (&result, mode) {
+        Reporter::new(mode, 0).event(
+            "error",
+            json!({"kind": exit::kind_for(e), "message": format!("{e:#}")}),
+        );
+    }
+    result
+}
+
+fn convert_inner(args: &ConvertArgs, mode: Mode) -> Result<u8> {
+    // Stage: open. The source is only ever opened read-only.
+    let src = open_image(&args.input, &open_options(&args.source, args.source_format))
+        .with_context(|| format!("opening {}", args.input.display()))?;
+    let info = src.info();
+    let out_format = output_format(args);
+    let wopts = write_options(&args.options, args.compress)?;
+    check_output(&args.input, &args.output, args.force)?;
+
+    let reporter = Reporter::new(mode, src.size());
+    reporter.event(
+        "start",
+        json!({
+            "input": args.input, "input_format": info.format, "output": args.output,
+            "output_format": out_format.name(), "virtual_size": src.size(),
+        }),
+    );
+    for note in &info.notes {
+        reporter.warn(note);
+    }
+
+    // Stage: copy, into a temporary file beside the output.
+    let tmp = temp_output(&args.output)?;
+    let file = tmp.as_file().try_clone().context("duplicating output handle")?;
+    let writer = create_writer(out_format, file, src.size(), &wopts)
+        .with_context(|| format!("creating {} output", out_format.name()))?;
+    let mut copts = CopyOptions::default();
+    if let Some(t) = args.threads {
+        copts.threads = t;
+    }
+    let stats = copy(src.as_ref(), writer, &copts, &|d| reporter.progress(d))
+        .with_context(|| format!("converting {} to {}", args.input.display(), args.output.display()))?;
+
+    // Stage: finalize. Only a complete image ever gets the final name.
+    finalize(tmp, &args.output, args.force)?;
+    reporter.finish();
+    report_done(&reporter, args, &info, out_format, &stats);
+    Ok(exit::OK)
+}
+
+fn output_format(args: &ConvertArgs) -> OutputFormat {
+    match args.output_format {
+        Some(OutputFormatArg::Raw) => OutputFormat::Raw,
+        Some(OutputFormatArg::Qcow2) => OutputFormat::Qcow2,
+        None => OutputFormat::from_extension(&args.output).unwrap_or(OutputFormat::Qcow2),
+    }
+}
+
+/// Refuses to clobber an existing output (without --force) or the input itself.
+fn check_output(input: &Path, output: &Path, force: bool) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize()) {
+        if a == b {
+            return Err(Refused(format!("output {} is the input image", output.display())).into());
+        }
+    }
+    if output.symlink_metadata().is_ok() && !force {
+        return Err(Refused(format!(
+            "output {} exists (use --force to replace it)",
+            output.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn out_dir(output: &Path) -> PathBuf {
+    match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Creates `OUTPUT.tmp-XXXXXX` in the output's directory; removed on drop.
+fn temp_output(output: &Path) -> Result<tempfile::NamedTempFile> {
+    let name = output
+        .file_name()
+        .with_context(|| format!("output {} has no file name", output.display()))?;
+    let mut prefix = name.to_os_string();
+    prefix.push(".tmp-");
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(out_dir(output))
+        .with_context(|| format!("creating a temporary file beside {}", output.display()))?;
+    Ok(tmp)
+}
+
+/// Renames the finished temporary file to its final name and makes the rename durable.
+fn finalize(tmp: tempfile::NamedTempFile, output: &Path, force: bool) -> Result<()> {
+    if force {
+        tmp.persist(output).map_err(|e| e.error)
+    } else {
+        tmp.persist_noclobber(output).map_err(|e| e.error)
+    }
+    .with_context(|| format!("renaming the finished image to {}", output.display()))?;
+    if let Ok(dir) = File::open(out_dir(output)) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+fn report_done(r: &Reporter, args: &ConvertArgs, info: &ImageInfo, fmt: OutputFormat, s: &CopyStats) {
+    let secs = r.elapsed();
+    let rate = if secs > 0.0 {
+        s.bytes_read as f64 / secs
+    } else {
+        0.0
+    };
+    r.event(
+        "done",
+        json!({
+            "output": args.output, "seconds": secs, "bytes_read": s.bytes_read,
+            "bytes_skipped": s.bytes_skipped, "data_bytes": s.output.data_bytes,
+            "file_size": s.output.file_size, "virtual_size": s.output.virtual_size,
+            "notes": s.output.notes,
+        }),
+    );
+    for n in &s.output.notes {
+        r.warn(n);
+    }
+    r.say(&format!(
+        "{} ({}, {}) -> {} ({}): {} read, {} stored, in {:.2} s ({}/s)",
+        args.input.display(),
+        info.format,
+        human_bytes(info.virtual_size),
+        args.output.display(),
+        fmt.name(),
+        human_bytes(s.bytes_read),
+        human_bytes(s.output.file_size),
+        secs,
+        human_bytes(rate as u64),
+    ));
+}
+
+/// `v2x info`.
+pub fn info(args: &InfoArgs) -> Result<u8> {
+    let src = open_image(&args.image, &open_options(&args.source, args.format))
+        .with_context(|| format!("opening {}", args.image.display()))?;
+    let info = src.info();
+    let alloc = if args.map {
+        Some(allocation(src.as_ref())?)
+    } else {
+        None
+    };
+    if args.json {
+        let mut v = serde_json::to_value(&info)?;
+        if let (Some(a), serde_json::Value::Object(m)) = (&alloc, &mut v) {
+            m.insert("allocation".into(), serde_json::to_value(a)?);
+        }
+        print_out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+    } else {
+        let mut text = String::new();
+        format_info(&mut text, &info, 0);
+        if let Some(a) = alloc {
+            text += &format!(
+                "allocation: data {}, zero {}, unallocated {}\n",
+                a.data, a.zero, a.unallocated
+            );
+        }
+        print_out(&text)?;
+    }
+    Ok(exit::OK)
+}
+
+/// Bytes per extent kind over the whole disk.
+#[derive(Debug, Default, serde::Serialize)]
+struct Allocation {
+    data: u64,
+    zero: u64,
+    unallocated: u64,
+}
+
+fn allocation(src: &dyn BlockSource) -> Result<Allocation> {
+    let mut a = Allocation::default();
+    let mut pos = 0;
+    while pos < src.size() {
+        let len = (1u64 << 30).min(src.size() - pos);
+        for e in src.map(pos, len)? {
+            match e.kind {
+                ExtentKind::Data => a.data += e.len,
+                ExtentKind::Zero => a.zero += e.len,
+                ExtentKind::Unallocated => a.unallocated += e.len,
+            }
+        }
+        pos += len;
+    }
+    Ok(a)
+}
+
+/// Writes to standard output, returning errors (a closed pipe) instead of panicking.
+fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn format_info(out: &mut String, i: &ImageInfo, depth: usize) {
+    use std::fmt::Write;
+    let pad = "  ".repeat(depth);
+    let _ = writeln!(out, "{pad}image: {}", i.path);
+    let _ = writeln!(out, "{pad}file format: {}", i.format);
+    if let Some(s) = &i.subformat {
+        let _ = writeln!(out, "{pad}subformat: {s}");
+    }
+    let _ = writeln!(
+        out,
+        "{pad}virtual size: {} ({} bytes)",
+        human_bytes(i.virtual_size),
+        i.virtual_size
+    );
+    if let Some(f) = i.file_size {
+        let _ = writeln!(out, "{pad}file size: {} ({} bytes)", human_bytes(f), f);
+    }
+    if let Some(c) = i.cluster_size {
+        let _ = writeln!(out, "{pad}cluster size: {c}");
+    }
+    for (k, v) in &i.details {
+        let _ = writeln!(out, "{pad}{k}: {v}");
+    }
+    for n in &i.notes {
+        let _ = writeln!(out, "{pad}note: {n}");
+    }
+    if let Some(b) = &i.backing {
+        let _ = writeln!(out, "{pad}backing image:");
+        format_info(out, b, depth + 1);
+    }
+}
+
+/// `v2x compare`.
+pub fn compare_cmd(args: &CompareArgs) -> Result<u8> {
+    let a = open_image(&args.a, &open_options(&args.source, args.format_a))
+        .with_context(|| format!("opening {}", args.a.display()))?;
+    let b = open_image(&args.b, &open_options(&args.source, args.format_b))
+        .with_context(|| format!("opening {}", args.b.display()))?;
+    let verdict = compare(a.as_ref(), b.as_ref(), args.strict, &|_| {})
+        .with_context(|| format!("comparing {} and {}", args.a.display(), args.b.display()))?;
+    let (msg, code) = match verdict {
+        Verdict::Identical => ("Images are identical.".to_string(), exit::OK),
+        Verdict::ContentMismatch(off) => (format!("Content mismatch at offset {off}!"), exit::DIFFERENT),
+        Verdict::SizeMismatch(x, y) => (
+            format!("Image size mismatch! ({x} vs {y} bytes)"),
+            exit::DIFFERENT,
+        ),
+    };
+    if !args.quiet {
+        print_out(&format!("{msg}\n"))?;
+    }
+    Ok(code)
+}
