@@ -276,10 +276,13 @@ mod tests {
         }
     }
 
+    /// Clusters a [`Recorder`] was given: (guest offset, bytes).
+    type Written = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+
     /// A writer that records what it is given.
     struct Recorder {
         cs: u64,
-        out: Arc<Mutex<Vec<(u64, Vec<u8>)>>>,
+        out: Written,
         last: Option<u64>,
     }
 
