@@ -18,6 +18,25 @@ EXIT STATUS:
   7  refused by policy (backing file outside allowed directories, output exists)
   8  any other failure";
 
+/// What `convert --json` prints, shown in `--help` and the man page.
+pub const CONVERT_HELP: &str = "\
+JSON EVENTS (--json), one object per line on standard output, each with an \"event\" key:
+  start     input, input_format, output, output_format, virtual_size
+  progress  done, total (guest bytes), percent
+  warning   message
+  done      output, seconds, bytes_read, bytes_skipped, data_bytes, file_size, virtual_size, notes
+  error     kind (io|corrupt|unsupported|limit-exceeded|denied|invalid|other), message
+
+EXIT STATUS:
+  0  success
+  2  command-line usage error
+  3  I/O error on the host (open, read, write, rename)
+  4  an input image is corrupt
+  5  an input uses a format or feature v2x does not support
+  6  an input exceeds one of v2x's safety limits
+  7  refused by policy (backing file outside allowed directories, output exists)
+  8  any other failure";
+
 /// Offline VM image converter: VMware, Hyper-V, Xen and VirtualBox disks to KVM, without an appliance.
 #[derive(Debug, Parser)]
 #[command(name = "v2x", version, about, after_long_help = EXIT_CODES_HELP)]
@@ -31,7 +50,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Convert a disk image to another format (qcow2 by default).
-    #[command(after_long_help = EXIT_CODES_HELP)]
+    #[command(after_long_help = CONVERT_HELP)]
     Convert(ConvertArgs),
     /// Show what an image is: format, sizes, backing chain.
     #[command(after_long_help = EXIT_CODES_HELP)]

@@ -9,3 +9,4 @@ pub mod exit;
 pub mod options;
 pub mod pipeline;
 pub mod report;
+pub mod manpages;

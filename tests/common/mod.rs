@@ -1,0 +1,111 @@
+//! Helpers shared by the integration tests: running reference tools (which
+//! must exist: a missing oracle fails the test, it never skips it), the v2x
+//! binary, and fixture generation.
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Runs a reference tool and returns its output; panics if it cannot run.
+pub fn tool(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("reference tool '{cmd}' could not run ({e}); install it (see README)"))
+}
+
+/// Runs a reference tool and insists on success.
+pub fn tool_ok(cmd: &str, args: &[&str]) -> Output {
+    let out = tool(cmd, args);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The v2x binary under test.
+pub fn v2x() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_v2x"))
+}
+
+/// Runs v2x with `args`, returning its output.
+pub fn run_v2x(args: &[&str]) -> Output {
+    v2x().args(args).output().expect("running v2x")
+}
+
+/// Runs v2x and insists on success.
+pub fn v2x_ok(args: &[&str]) -> Output {
+    let out = run_v2x(args);
+    assert!(
+        out.status.success(),
+        "v2x {args:?} failed ({:?}): {}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A fresh scratch directory that lives for the whole test run.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = tempfile::Builder::new().prefix(&format!("v2x-{name}-")).tempdir().unwrap();
+    d.keep()
+}
+
+/// The directory with the fixtures of `testdata/gen-qcow2.sh`, generated once per test binary.
+pub fn qcow2_fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch("fixtures");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/gen-qcow2.sh");
+        tool_ok("bash", &[script.to_str().unwrap(), dir.to_str().unwrap()]);
+        dir
+    })
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(p: &Path) -> String {
+    let mut h = Sha256::new();
+    let mut f = std::fs::File::open(p).unwrap();
+    std::io::copy(&mut f, &mut h).unwrap();
+    format!("{:x}", h.finalize())
+}
+
+/// `qemu-img convert -O raw` of `img`, the byte oracle.
+pub fn qemu_raw(img: &Path, out: &Path) {
+    tool_ok("qemu-img", &["convert", "-O", "raw", img.to_str().unwrap(), out.to_str().unwrap()]);
+}
+
+/// Asserts two files have identical bytes (compares hashes to keep messages short).
+pub fn assert_same_bytes(a: &Path, b: &Path) {
+    assert_eq!(
+        std::fs::metadata(a).unwrap().len(),
+        std::fs::metadata(b).unwrap().len(),
+        "{} and {} differ in length",
+        a.display(),
+        b.display()
+    );
+    assert_eq!(sha256_file(a), sha256_file(b), "{} and {} differ", a.display(), b.display());
+}
+
+/// `qemu-img check` must report a clean image.
+pub fn qemu_check(img: &Path) {
+    let out = tool("qemu-img", &["check", img.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "qemu-img check {}: {text}", img.display());
+    assert!(
+        !text.contains("leaked") && !text.contains("ERROR"),
+        "qemu-img check {}: {text}",
+        img.display()
+    );
+}
+
+/// `qemu-img compare` must say the images are equal.
+pub fn qemu_compare(a: &Path, b: &Path) {
+    tool_ok("qemu-img", &["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
+}
