@@ -16,7 +16,8 @@ EXIT STATUS:
   5  an input uses a format or feature v2x does not support
   6  an input exceeds one of v2x's safety limits
   7  refused by policy (backing file outside allowed directories, output exists)
-  8  any other failure";
+  8  any other failure
+  130  interrupted (SIGINT or SIGTERM); the temporary output is removed";
 
 /// What `convert --json` prints, shown in `--help` and the man page.
 pub const CONVERT_HELP: &str = "\
@@ -25,7 +26,7 @@ JSON EVENTS (--json), one object per line on standard output, each with an \"eve
   progress  done, total (guest bytes), percent
   warning   message
   done      output, seconds, bytes_read, bytes_skipped, data_bytes, file_size, virtual_size, notes
-  error     kind (io|corrupt|unsupported|limit-exceeded|denied|invalid|other), message
+  error     kind (io|corrupt|unsupported|limit-exceeded|denied|invalid|interrupted|other), message
 
 EXIT STATUS:
   0  success
@@ -35,7 +36,8 @@ EXIT STATUS:
   5  an input uses a format or feature v2x does not support
   6  an input exceeds one of v2x's safety limits
   7  refused by policy (backing file outside allowed directories, output exists)
-  8  any other failure";
+  8  any other failure
+  130  interrupted (SIGINT or SIGTERM); the temporary output is removed";
 
 /// Offline VM image converter: VMware, Hyper-V, Xen and VirtualBox disks to KVM, without an appliance.
 #[derive(Debug, Parser)]

@@ -7,7 +7,9 @@
 //! order, so output is deterministic and memory is bounded by two batches.
 
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
 use v2x_formats::block::{BlockSource, ExtentKind};
 use v2x_formats::error::{Error, Result};
 use v2x_formats::sink::{ChunkEncoder, EncodedChunk, ImageWriter, WriteSummary};
@@ -26,6 +28,16 @@ pub struct CopyOptions {
     pub chunk_size: u64,
     /// Chunks per batch; two batches are in memory at most.
     pub batch: usize,
+    /// Set (e.g. by a SIGINT handler) to stop the copy between batches.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// The error a cancelled copy ends with (an `Io` error of kind `Interrupted`).
+pub fn interrupted() -> Error {
+    Error::io(
+        "copy",
+        std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted by signal"),
+    )
 }
 
 impl Default for CopyOptions {
@@ -35,6 +47,7 @@ impl Default for CopyOptions {
             threads,
             chunk_size: DEFAULT_CHUNK,
             batch: 16,
+            cancel: None,
         }
     }
 }
@@ -204,6 +217,9 @@ pub fn copy(
         });
         let produce = (|| -> Result<()> {
             loop {
+                if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(interrupted());
+                }
                 let jobs = planner.next_batch(opts.batch.max(1))?;
                 if jobs.is_empty() {
                     break;
@@ -342,6 +358,7 @@ mod tests {
             threads: 3,
             chunk_size: 8192,
             batch: 2,
+            cancel: None,
         };
         let stats = copy(&disk, w, &opts, &|_| {}).unwrap();
         assert_eq!(stats.bytes_read, 4096 + 2 * 4096 + 10 + 100);
@@ -352,6 +369,27 @@ mod tests {
         assert_eq!(&got[3].1[..10], &data[6 * 4096..6 * 4096 + 10]);
         assert!(got[3].1[10..].iter().all(|b| *b == 0));
         assert_eq!(got[4].1, data[10 * 4096..].to_vec());
+    }
+
+    #[test]
+    fn cancelled_copy_stops_with_interrupted() {
+        let disk = MemDisk {
+            data: vec![1u8; 8192],
+            extents: vec![(0, 8192, ExtentKind::Data)],
+        };
+        let w = Box::new(Recorder {
+            cs: 4096,
+            out: Default::default(),
+            last: None,
+        });
+        let opts = CopyOptions {
+            cancel: Some(Arc::new(AtomicBool::new(true))),
+            ..CopyOptions::default()
+        };
+        match copy(&disk, w, &opts, &|_| {}).unwrap_err() {
+            Error::Io { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::Interrupted),
+            e => panic!("{e}"),
+        }
     }
 
     #[test]

@@ -21,6 +21,24 @@ pub const LIMIT: u8 = 6;
 pub const DENIED: u8 = 7;
 /// Anything else.
 pub const OTHER: u8 = 8;
+/// Interrupted by SIGINT/SIGTERM (128 + SIGINT, as shells expect).
+pub const INTERRUPTED: u8 = 130;
+
+/// A flag set by SIGINT/SIGTERM, so a conversion stops between batches and its
+/// temporary output is removed. Installs the handler on first use.
+pub fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        // If a handler cannot be installed, signals keep their default action.
+        let _ = ctrlc::set_handler(move || f.store(true, Ordering::Relaxed));
+        flag
+    })
+    .clone()
+}
 
 /// A refusal decided by the CLI itself (not by a format reader).
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +50,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<Error>() {
             return match e {
+                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::Interrupted => INTERRUPTED,
                 Error::Io { .. } => IO,
                 Error::Corrupt { .. } => CORRUPT,
                 Error::Unsupported(_) => UNSUPPORTED,
@@ -43,8 +62,12 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<Refused>().is_some() {
             return DENIED;
         }
-        if cause.downcast_ref::<std::io::Error>().is_some() {
-            return IO;
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return if io.kind() == std::io::ErrorKind::Interrupted {
+                INTERRUPTED
+            } else {
+                IO
+            };
         }
     }
     OTHER
@@ -59,6 +82,7 @@ pub fn kind_for(err: &anyhow::Error) -> &'static str {
         LIMIT => "limit-exceeded",
         DENIED => "denied",
         USAGE => "invalid",
+        INTERRUPTED => "interrupted",
         _ => "other",
     }
 }

@@ -6,7 +6,7 @@ pub mod cli;
 pub mod compare;
 pub mod copy;
 pub mod exit;
+pub mod manpages;
 pub mod options;
 pub mod pipeline;
 pub mod report;
-pub mod manpages;

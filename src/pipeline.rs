@@ -62,7 +62,10 @@ fn convert_inner(args: &ConvertArgs, mode: Mode) -> Result<u8> {
     let file = tmp.as_file().try_clone().context("duplicating output handle")?;
     let writer = create_writer(out_format, file, src.size(), &wopts)
         .with_context(|| format!("creating {} output", out_format.name()))?;
-    let mut copts = CopyOptions::default();
+    let mut copts = CopyOptions {
+        cancel: Some(crate::exit::interrupt_flag()),
+        ..CopyOptions::default()
+    };
     if let Some(t) = args.threads {
         copts.threads = t;
     }

@@ -108,8 +108,12 @@ fn compressed_output_is_compressed_and_typed() {
     v2x_ok(&["convert", "-q", "-c", "zstd", s(&src), s(&z)]);
     let info = String::from_utf8_lossy(&tool_ok("qemu-img", &["info", s(&z)]).stdout).to_string();
     assert!(info.contains("compression type: zstd"), "{info}");
-    let map = String::from_utf8_lossy(&tool_ok("qemu-img", &["map", "--output=json", s(&z)]).stdout).to_string();
-    assert!(map.contains("\"compressed\": true"), "no compressed clusters: {map}");
+    let map =
+        String::from_utf8_lossy(&tool_ok("qemu-img", &["map", "--output=json", s(&z)]).stdout).to_string();
+    assert!(
+        map.contains("\"compressed\": true"),
+        "no compressed clusters: {map}"
+    );
     assert!(std::fs::metadata(&z).unwrap().len() < std::fs::metadata(&plain).unwrap().len());
 }
 
@@ -125,27 +129,65 @@ fn existing_output_is_kept_without_force() {
     v2x_ok(&["convert", "-q", "--force", s(&fx.join("v3.qcow2")), s(&dst)]);
     qemu_compare(&fx.join("v3.qcow2"), &dst);
     // Nothing but the output is left behind.
-    let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left.len(), 1, "{left:?}");
 }
 
-#[test]
-fn killed_conversion_leaves_no_final_file() {
-    let out = scratch("kill");
+/// A 256 MiB non-zero, poorly compressible raw disk: a zlib conversion of it takes a while.
+fn slow_source(out: &Path) -> std::path::PathBuf {
     let src = out.join("big.raw");
-    // 256 MiB of non-zero, poorly compressible data: a zlib conversion takes a while.
     tool_ok(
         "python3",
         &[
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/gen-pattern.py").to_str().unwrap(),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata/gen-pattern.py")
+                .to_str()
+                .unwrap(),
             s(&src),
             &(256u64 << 20).to_string(),
             "5",
             "600",
         ],
     );
+    src
+}
+
+#[test]
+fn interrupted_conversion_cleans_up_and_exits_130() {
+    let out = scratch("sigint");
+    let src = slow_source(&out);
     let dst = out.join("big.qcow2");
-    let mut child = v2x().args(["convert", "-q", "-c", "-j", "1", s(&src), s(&dst)]).spawn().unwrap();
+    let mut child = v2x()
+        .args(["convert", "-q", "-c", "-j", "1", s(&src), s(&dst)])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    tool_ok("kill", &["-INT", &child.id().to_string()]);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("big.raw")],
+        "left behind: {left:?}"
+    );
+}
+
+#[test]
+fn killed_conversion_leaves_no_final_file() {
+    let out = scratch("kill");
+    let src = slow_source(&out);
+    let dst = out.join("big.qcow2");
+    let mut child = v2x()
+        .args(["convert", "-q", "-c", "-j", "1", s(&src), s(&dst)])
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap();
     let status = child.wait().unwrap();
@@ -163,9 +205,20 @@ fn compare_reports_differences_like_qemu_img() {
     let fx = qcow2_fixtures();
     let out = v2x_ok(&["compare", s(&fx.join("pattern.raw")), s(&fx.join("v3.qcow2"))]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("identical"));
-    let r = run_v2x(&["compare", s(&fx.join("chain-base.qcow2")), s(&fx.join("chain-top.qcow2"))]);
+    let r = run_v2x(&[
+        "compare",
+        s(&fx.join("chain-base.qcow2")),
+        s(&fx.join("chain-top.qcow2")),
+    ]);
     assert_eq!(r.status.code(), Some(1));
-    let q = tool("qemu-img", &["compare", s(&fx.join("chain-base.qcow2")), s(&fx.join("chain-top.qcow2"))]);
+    let q = tool(
+        "qemu-img",
+        &[
+            "compare",
+            s(&fx.join("chain-base.qcow2")),
+            s(&fx.join("chain-top.qcow2")),
+        ],
+    );
     assert_eq!(q.status.code(), Some(1));
     // Same first mismatch offset as qemu-img.
     let ours = String::from_utf8_lossy(&r.stdout).to_string();
@@ -191,12 +244,28 @@ fn backing_outside_the_image_directory_is_refused() {
     let top = dir.join("top.qcow2");
     tool_ok(
         "qemu-img",
-        &["create", "-f", "qcow2", "-b", s(&fx.join("v3.qcow2")), "-F", "qcow2", s(&top)],
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            s(&fx.join("v3.qcow2")),
+            "-F",
+            "qcow2",
+            s(&top),
+        ],
     );
     let r = run_v2x(&["convert", "-q", s(&top), s(&dir.join("o.qcow2"))]);
     assert_eq!(r.status.code(), Some(7), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--allow-backing"));
-    v2x_ok(&["convert", "-q", "--allow-backing", s(fx), s(&top), s(&dir.join("o.qcow2"))]);
+    v2x_ok(&[
+        "convert",
+        "-q",
+        "--allow-backing",
+        s(fx),
+        s(&top),
+        s(&dir.join("o.qcow2")),
+    ]);
     qemu_compare(&top, &dir.join("o.qcow2"));
 }
 
@@ -204,7 +273,12 @@ fn backing_outside_the_image_directory_is_refused() {
 fn json_events_are_one_object_per_line() {
     let fx = qcow2_fixtures();
     let dir = scratch("json");
-    let out = v2x_ok(&["convert", "--json", s(&fx.join("v3.qcow2")), s(&dir.join("o.qcow2"))]);
+    let out = v2x_ok(&[
+        "convert",
+        "--json",
+        s(&fx.join("v3.qcow2")),
+        s(&dir.join("o.qcow2")),
+    ]);
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -212,7 +286,12 @@ fn json_events_are_one_object_per_line() {
     assert_eq!(events.first().unwrap()["event"], "start");
     assert_eq!(events.last().unwrap()["event"], "done");
     assert!(events.iter().any(|e| e["event"] == "progress"));
-    let r = run_v2x(&["convert", "--json", s(&fx.join("v3.qcow2")), s(&dir.join("o.qcow2"))]);
+    let r = run_v2x(&[
+        "convert",
+        "--json",
+        s(&fx.join("v3.qcow2")),
+        s(&dir.join("o.qcow2")),
+    ]);
     let last: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&r.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(last["event"], "error");

@@ -162,7 +162,12 @@ fn corpus_images_read_like_the_oracle() {
             Err(why) => failed.push(format!("{name}: {why}")),
         }
     }
-    eprintln!("corpus: {} passed, {} failed, {} pending", passed.len(), failed.len(), pending.len());
+    eprintln!(
+        "corpus: {} passed, {} failed, {} pending",
+        passed.len(),
+        failed.len(),
+        pending.len()
+    );
     for p in &passed {
         eprintln!("  pass     {p}");
     }

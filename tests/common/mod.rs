@@ -53,7 +53,10 @@ pub fn v2x_ok(args: &[&str]) -> Output {
 
 /// A fresh scratch directory that lives for the whole test run.
 pub fn scratch(name: &str) -> PathBuf {
-    let d = tempfile::Builder::new().prefix(&format!("v2x-{name}-")).tempdir().unwrap();
+    let d = tempfile::Builder::new()
+        .prefix(&format!("v2x-{name}-"))
+        .tempdir()
+        .unwrap();
     d.keep()
 }
 
@@ -78,7 +81,16 @@ pub fn sha256_file(p: &Path) -> String {
 
 /// `qemu-img convert -O raw` of `img`, the byte oracle.
 pub fn qemu_raw(img: &Path, out: &Path) {
-    tool_ok("qemu-img", &["convert", "-O", "raw", img.to_str().unwrap(), out.to_str().unwrap()]);
+    tool_ok(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
 }
 
 /// Asserts two files have identical bytes (compares hashes to keep messages short).
@@ -90,7 +102,13 @@ pub fn assert_same_bytes(a: &Path, b: &Path) {
         a.display(),
         b.display()
     );
-    assert_eq!(sha256_file(a), sha256_file(b), "{} and {} differ", a.display(), b.display());
+    assert_eq!(
+        sha256_file(a),
+        sha256_file(b),
+        "{} and {} differ",
+        a.display(),
+        b.display()
+    );
 }
 
 /// `qemu-img check` must report a clean image.
