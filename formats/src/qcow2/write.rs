@@ -426,3 +426,26 @@ impl ImageWriter for Qcow2Writer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressed_descriptor_layout() {
+        // 64 KiB clusters: x = 62 - 8 = 54; offset in bits 0..54.
+        let e = compressed_descriptor(16, 0x1_2345, 1000).unwrap();
+        assert_eq!(e & FLAG_COMPRESSED, FLAG_COMPRESSED);
+        assert_eq!(e & FLAG_COPIED, 0);
+        assert_eq!(e & ((1 << 54) - 1), 0x1_2345);
+        // 0x12345 is 0x145 into its sector; 0x145 + 1000 - 1 = 1324 -> 2 extra.
+        assert_eq!((e >> 54) & 0xff, 2);
+        // 512-byte clusters: x = 61, one bit of sector count.
+        let e = compressed_descriptor(9, 0x200 + 511, 2).unwrap();
+        assert_eq!(e >> 61 & 1, 1);
+        assert_eq!(e & ((1 << 61) - 1), 0x3ff);
+        // 2 MiB clusters: x = 49; offsets must stay below 2^49.
+        assert!(compressed_descriptor(21, 1 << 49, 10).is_err());
+        assert!(compressed_descriptor(21, (1 << 49) - 512, 10).is_ok());
+    }
+}

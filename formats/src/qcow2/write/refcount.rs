@@ -172,3 +172,79 @@ impl RefcountStream {
         Ok((table_offset, table_clusters))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn be16(b: &[u8], i: usize) -> u16 {
+        u16::from_be_bytes([b[2 * i], b[2 * i + 1]])
+    }
+
+    /// With 512-byte clusters (256 refcounts per block), allocate clusters
+    /// up to just below, at, and just past block boundaries and check that
+    /// every cluster of the finished file has refcount exactly 1.
+    #[test]
+    fn every_cluster_counted_once_around_block_boundaries() {
+        for used in [
+            1u64,
+            2,
+            254,
+            255,
+            256,
+            257,
+            511,
+            512,
+            513,
+            64 * 256 - 3,
+            64 * 256 + 5,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r");
+            let file = std::fs::File::create(&path).unwrap();
+            let mut log = HostLog::new(file, 512, 512);
+            let mut refs = RefcountStream::new(9);
+            refs.add(0, 1).unwrap();
+            for _ in 1..used {
+                let at = log.append(&[1u8; 512]).unwrap();
+                refs.add(at >> 9, 1).unwrap();
+                refs.place_finished(&mut log).unwrap();
+            }
+            let (table_at, table_clusters) = refs.finish(&mut log).unwrap();
+            log.sync().unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            let clusters = log.end() / 512;
+            assert_eq!(bytes.len() as u64, clusters * 512);
+            let table = &bytes[table_at as usize..(table_at + table_clusters * 512) as usize];
+            for c in 0..clusters {
+                let entry = (c / 256) as usize;
+                let block = u64::from_be_bytes(table[entry * 8..entry * 8 + 8].try_into().unwrap());
+                assert_ne!(block, 0, "used={used}: no block for cluster {c}");
+                let b = &bytes[block as usize..block as usize + 512];
+                assert_eq!(be16(b, (c % 256) as usize), 1, "used={used} cluster {c}");
+            }
+            // Nothing past the end is counted.
+            let last_block = (clusters - 1) / 256;
+            let block = u64::from_be_bytes(
+                table[last_block as usize * 8..last_block as usize * 8 + 8]
+                    .try_into()
+                    .unwrap(),
+            );
+            if clusters % 256 != 0 {
+                for i in (clusters % 256) as usize..256 {
+                    assert_eq!(be16(&bytes[block as usize..], i), 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refcount_overflow_is_an_error() {
+        let mut refs = RefcountStream::new(9);
+        for _ in 0..u16::MAX {
+            refs.add(3, 1).unwrap();
+        }
+        assert_eq!(refs.get(3), Some(u16::MAX));
+        assert!(refs.add(3, 1).is_err());
+    }
+}
