@@ -1,0 +1,103 @@
+//! The output file seen as an append-only log of host clusters.
+//!
+//! Everything after the header and L1 table (data, compressed clusters, L2
+//! tables, refcount blocks, the refcount table) is appended in the order it
+//! is produced, so the file is written front to back. Small appends are
+//! gathered in a buffer and written with one positional write; large ones go
+//! straight from the caller's buffer.
+
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// Buffered bytes are written out once the buffer would grow past this.
+const FLUSH_AT: usize = 4 << 20;
+
+/// Appends at least this long bypass the buffer (when it is empty or flushed).
+const DIRECT_MIN: usize = 1 << 20;
+
+/// Append-only writer over the data area of a new qcow2 file.
+#[derive(Debug)]
+pub(super) struct HostLog {
+    file: File,
+    cluster_size: u64,
+    /// Bytes not yet written; they belong at `buf_start..`.
+    buf: Vec<u8>,
+    /// Host offset of `buf[0]`; everything before it is on disk.
+    buf_start: u64,
+}
+
+impl HostLog {
+    /// Starts appending at `start` (cluster aligned) in `file`.
+    pub(super) fn new(file: File, cluster_size: u64, start: u64) -> Self {
+        HostLog {
+            file,
+            cluster_size,
+            buf: Vec::new(),
+            buf_start: start,
+        }
+    }
+
+    /// Host offset where the next append lands.
+    pub(super) fn end(&self) -> u64 {
+        self.buf_start + self.buf.len() as u64
+    }
+
+    /// Appends `bytes` and returns the host offset they were placed at.
+    pub(super) fn append(&mut self, bytes: &[u8]) -> Result<u64> {
+        let at = self.end();
+        at.checked_add(bytes.len() as u64)
+            .ok_or_else(|| Error::invalid("qcow2 output grows past 2^64 bytes"))?;
+        if self.buf.len() + bytes.len() > FLUSH_AT {
+            self.flush()?;
+        }
+        if self.buf.is_empty() && bytes.len() >= DIRECT_MIN {
+            self.write_at(bytes, at)?;
+            self.buf_start = at + bytes.len() as u64;
+        } else {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(FLUSH_AT);
+            }
+            self.buf.extend_from_slice(bytes);
+        }
+        Ok(at)
+    }
+
+    /// Appends zeros up to the next cluster boundary (nothing if aligned).
+    pub(super) fn pad_to_cluster(&mut self) -> Result<()> {
+        let rem = self.end() % self.cluster_size;
+        if rem != 0 {
+            let pad = (self.cluster_size - rem) as usize;
+            if self.buf.len() + pad > FLUSH_AT {
+                self.flush()?;
+            }
+            self.buf.resize(self.buf.len() + pad, 0);
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered bytes to the file.
+    pub(super) fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.write_at(&self.buf, self.buf_start)?;
+            self.buf_start += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` at `offset`, outside the log (header, L1 table).
+    pub(super) fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
+        self.file
+            .write_all_at(bytes, offset)
+            .map_err(|e| Error::io(format!("writing qcow2 output at {offset:#x}"), e))
+    }
+
+    /// Flushes the buffer and makes the file durable.
+    pub(super) fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("flushing qcow2 output", e))
+    }
+}
