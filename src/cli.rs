@@ -130,8 +130,9 @@ pub struct ConvertArgs {
     /// cluster_size=SIZE, compression_type=zlib|zstd, compression_level=N, preallocation=off|full.
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE[,...]")]
     pub options: Vec<String>,
-    /// Compress the output (qcow2). ALG defaults to `-o compression_type`, else zlib.
-    #[arg(short = 'c', long, value_enum, value_name = "ALG", num_args = 0..=1)]
+    /// Compress the output (qcow2): `-c`, or `--compress=ALG`. ALG defaults to
+    /// `-o compression_type`, else zlib.
+    #[arg(short = 'c', long, value_enum, value_name = "ALG", num_args = 0..=1, require_equals = true)]
     pub compress: Option<Option<CompressArg>>,
     /// Show a progress bar (a plain progress line when standard error is not a terminal).
     #[arg(short, long)]

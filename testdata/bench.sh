@@ -50,9 +50,8 @@ bench_case() {
   local qargs=()
   for a in "$@"; do
     case $a in
-      -c) qargs+=(-c) ;;
-      zlib) qargs+=(-o compression_type=zlib) ;;
-      zstd) qargs+=(-o compression_type=zstd) ;;
+      --compress=zlib) qargs+=(-c -o compression_type=zlib) ;;
+      --compress=zstd) qargs+=(-c -o compression_type=zstd) ;;
     esac
   done
   q=$(best "$n" "$out" qemu-img convert -m 16 -W -O qcow2 "${qargs[@]}" "$src" "$out")
@@ -65,6 +64,6 @@ bench_case() {
 cat "$src_raw" "$src_qcow2" >/dev/null
 bench_case "raw -> qcow2" 3 "$src_raw"
 bench_case "qcow2 -> qcow2" 3 "$src_qcow2"
-bench_case "raw -> qcow2 zstd" 1 "$src_raw" -c zstd
-bench_case "raw -> qcow2 zlib" 1 "$src_raw" -c zlib
+bench_case "raw -> qcow2 zstd" 1 "$src_raw" --compress=zstd
+bench_case "raw -> qcow2 zlib" 1 "$src_raw" --compress=zlib
 echo "ratio = qemu-img seconds / v2x seconds (higher is better for v2x)"

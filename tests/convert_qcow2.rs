@@ -76,7 +76,7 @@ fn options_cluster_sizes_and_compression() {
         &["-o", "cluster_size=4K"],
         &["-o", "cluster_size=2M"],
         &["-c"],
-        &["-c", "zstd"],
+        &["--compress=zstd"],
         &["--compress=zlib", "-o", "cluster_size=4096"],
         &["--compress", "-o", "compression_type=zstd,cluster_size=1M"],
     ]
@@ -105,7 +105,7 @@ fn compressed_output_is_compressed_and_typed() {
     let plain = out.join("plain.qcow2");
     let z = out.join("z.qcow2");
     v2x_ok(&["convert", "-q", s(&src), s(&plain)]);
-    v2x_ok(&["convert", "-q", "-c", "zstd", s(&src), s(&z)]);
+    v2x_ok(&["convert", "-q", "--compress=zstd", s(&src), s(&z)]);
     let info = String::from_utf8_lossy(&tool_ok("qemu-img", &["info", s(&z)]).stdout).to_string();
     assert!(info.contains("compression type: zstd"), "{info}");
     let map =

@@ -36,7 +36,7 @@ qcow2\t'qcow2 v2/v3'"
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s O -l output-format -d 'Output format; taken from OUTPUT\'s extension when omitted, else qcow2' -r -f -a "raw\t'Plain disk bytes, sparse'
 qcow2\t'qcow2 (compat 1.1)'"
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s o -l option -d 'Output format options as key=value, comma-separated or repeated, like qemu-img: cluster_size=SIZE, compression_type=zlib|zstd, compression_level=N, preallocation=off|full' -r
-complete -c v2x -n "__fish_v2x_using_subcommand convert" -s c -l compress -d 'Compress the output (qcow2). ALG defaults to `-o compression_type`, else zlib' -r -f -a "zlib\t'Deflate; readable by every qemu'
+complete -c v2x -n "__fish_v2x_using_subcommand convert" -s c -l compress -d 'Compress the output (qcow2): `-c`, or `--compress=ALG`. ALG defaults to `-o compression_type`, else zlib' -r -f -a "zlib\t'Deflate; readable by every qemu'
 zstd\t'Zstandard; needs qemu 5.1 or later to read'"
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s j -l threads -d 'Worker threads for reading and compressing (default: number of CPUs)' -r
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l allow-backing -d 'Allow backing files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
