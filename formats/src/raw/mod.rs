@@ -133,7 +133,7 @@ mod tests {
             .filter(|e| e.kind == ExtentKind::Data)
             .map(|e| e.len)
             .sum();
-        assert!(data >= 65536 && data < (8 << 20), "map {map:?}");
+        assert!((65536..(8 << 20)).contains(&data), "map {map:?}");
         assert_eq!(map.first().unwrap().start, 0);
         assert_eq!(map.last().unwrap().end(), 8 << 20);
         let mut buf = [0u8; 4];
