@@ -34,7 +34,8 @@ fn s(p: &Path) -> &str {
 #[test]
 fn every_fixture_converts_to_raw_byte_exact() {
     let fx = qcow2_fixtures();
-    let out = scratch("to-raw");
+    let out_guard = scratch("to-raw");
+    let out = out_guard.path();
     for name in SOURCES {
         let src = fx.join(name);
         let before = sha256_file(&src);
@@ -52,7 +53,8 @@ fn every_fixture_converts_to_raw_byte_exact() {
 #[test]
 fn every_fixture_converts_to_clean_equal_qcow2() {
     let fx = qcow2_fixtures();
-    let out = scratch("to-qcow2");
+    let out_guard = scratch("to-qcow2");
+    let out = out_guard.path();
     for name in SOURCES {
         let src = fx.join(name);
         let ours = out.join(format!("{name}.qcow2"));
@@ -69,7 +71,8 @@ fn every_fixture_converts_to_clean_equal_qcow2() {
 #[test]
 fn options_cluster_sizes_and_compression() {
     let fx = qcow2_fixtures();
-    let out = scratch("opts");
+    let out_guard = scratch("opts");
+    let out = out_guard.path();
     let src = fx.join("chain-top.qcow2");
     for (i, extra) in [
         &["-o", "cluster_size=512"][..],
@@ -100,7 +103,8 @@ fn options_cluster_sizes_and_compression() {
 #[test]
 fn compressed_output_is_compressed_and_typed() {
     let fx = qcow2_fixtures();
-    let out = scratch("ctype");
+    let out_guard = scratch("ctype");
+    let out = out_guard.path();
     let src = fx.join("pattern.raw");
     let plain = out.join("plain.qcow2");
     let z = out.join("z.qcow2");
@@ -120,7 +124,8 @@ fn compressed_output_is_compressed_and_typed() {
 #[test]
 fn existing_output_is_kept_without_force() {
     let fx = qcow2_fixtures();
-    let out = scratch("force");
+    let out_guard = scratch("force");
+    let out = out_guard.path();
     let dst = out.join("x.qcow2");
     std::fs::write(&dst, b"keep me").unwrap();
     let r = run_v2x(&["convert", "-q", s(&fx.join("v3.qcow2")), s(&dst)]);
@@ -157,7 +162,8 @@ fn slow_source(out: &Path) -> std::path::PathBuf {
 
 #[test]
 fn interrupted_conversion_cleans_up_and_exits_130() {
-    let out = scratch("sigint");
+    let out_guard = scratch("sigint");
+    let out = out_guard.path();
     let src = slow_source(&out);
     let dst = out.join("big.qcow2");
     let mut child = v2x()
@@ -181,7 +187,8 @@ fn interrupted_conversion_cleans_up_and_exits_130() {
 
 #[test]
 fn killed_conversion_leaves_no_final_file() {
-    let out = scratch("kill");
+    let out_guard = scratch("kill");
+    let out = out_guard.path();
     let src = slow_source(&out);
     let dst = out.join("big.qcow2");
     let mut child = v2x()
@@ -240,7 +247,8 @@ fn info_json_shows_the_chain() {
 #[test]
 fn backing_outside_the_image_directory_is_refused() {
     let fx = qcow2_fixtures();
-    let dir = scratch("policy");
+    let dir_guard = scratch("policy");
+    let dir = dir_guard.path();
     let top = dir.join("top.qcow2");
     tool_ok(
         "qemu-img",
@@ -272,7 +280,8 @@ fn backing_outside_the_image_directory_is_refused() {
 #[test]
 fn json_events_are_one_object_per_line() {
     let fx = qcow2_fixtures();
-    let dir = scratch("json");
+    let dir_guard = scratch("json");
+    let dir = dir_guard.path();
     let out = v2x_ok(&[
         "convert",
         "--json",

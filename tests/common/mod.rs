@@ -51,22 +51,38 @@ pub fn v2x_ok(args: &[&str]) -> Output {
     out
 }
 
-/// A fresh scratch directory that lives for the whole test run.
-pub fn scratch(name: &str) -> PathBuf {
-    let d = tempfile::Builder::new()
-        .prefix(&format!("v2x-{name}-"))
-        .tempdir()
-        .unwrap();
-    d.keep()
+/// A fresh scratch directory under the target directory, removed when dropped.
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("{name}-"))
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
 }
 
-/// The directory with the fixtures of `testdata/gen-qcow2.sh`, generated once per test binary.
+/// The fixtures of `testdata/gen-qcow2.sh`. They are deterministic, so they
+/// are generated once into the target directory, keyed by the generators'
+/// hash, and reused by later runs.
 pub fn qcow2_fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = scratch("fixtures");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/gen-qcow2.sh");
-        tool_ok("bash", &[script.to_str().unwrap(), dir.to_str().unwrap()]);
+        let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let script = testdata.join("gen-qcow2.sh");
+        let key =
+            sha256_file(&script)[..16].to_string() + &sha256_file(&testdata.join("gen-pattern.py"))[..16];
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("qcow2-fixtures-{key}"));
+        if !dir.join("done").exists() {
+            let tmp = scratch("qcow2-fixtures-new");
+            tool_ok("bash", &[script.to_str().unwrap(), tmp.path().to_str().unwrap()]);
+            std::fs::write(tmp.path().join("done"), b"").unwrap();
+            // Another test binary may have won the race; either copy is the same.
+            if std::fs::rename(tmp.path(), &dir).is_err() {
+                assert!(
+                    dir.join("done").exists(),
+                    "could not place fixtures at {}",
+                    dir.display()
+                );
+            }
+        }
         dir
     })
 }
