@@ -134,7 +134,7 @@ fn existing_output_is_kept_without_force() {
     v2x_ok(&["convert", "-q", "--force", s(&fx.join("v3.qcow2")), s(&dst)]);
     qemu_compare(&fx.join("v3.qcow2"), &dst);
     // Nothing but the output is left behind.
-    let left: Vec<_> = std::fs::read_dir(&out)
+    let left: Vec<_> = std::fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -164,7 +164,7 @@ fn slow_source(out: &Path) -> std::path::PathBuf {
 fn interrupted_conversion_cleans_up_and_exits_130() {
     let out_guard = scratch("sigint");
     let out = out_guard.path();
-    let src = slow_source(&out);
+    let src = slow_source(out);
     let dst = out.join("big.qcow2");
     let mut child = v2x()
         .args(["convert", "-q", "-c", "-j", "1", s(&src), s(&dst)])
@@ -174,7 +174,7 @@ fn interrupted_conversion_cleans_up_and_exits_130() {
     tool_ok("kill", &["-INT", &child.id().to_string()]);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{status:?}");
-    let left: Vec<_> = std::fs::read_dir(&out)
+    let left: Vec<_> = std::fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -189,7 +189,7 @@ fn interrupted_conversion_cleans_up_and_exits_130() {
 fn killed_conversion_leaves_no_final_file() {
     let out_guard = scratch("kill");
     let out = out_guard.path();
-    let src = slow_source(&out);
+    let src = slow_source(out);
     let dst = out.join("big.qcow2");
     let mut child = v2x()
         .args(["convert", "-q", "-c", "-j", "1", s(&src), s(&dst)])
