@@ -42,3 +42,8 @@ fn replay(target: &str, format: Format) {
 fn qcow2_corpus() {
     replay("qcow2", Format::Qcow2);
 }
+
+#[test]
+fn vhd_corpus() {
+    replay("vhd", Format::Vhd);
+}
