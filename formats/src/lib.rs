@@ -19,6 +19,7 @@ pub mod qcow2;
 pub mod raw;
 pub mod sink;
 pub mod vhd;
+pub mod vhdx;
 
 pub use block::{BlockSource, Extent, ExtentKind, ImageInfo};
 pub use detect::{detect, Format};

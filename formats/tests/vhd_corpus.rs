@@ -68,7 +68,7 @@ fn corpus_rows() {
             Ok(src) => {
                 let got = vhd_support::sha256(src.as_ref());
                 if got == want {
-                    "PASS".to_string()
+                    format!("PASS {:?}", src.info().notes)
                 } else {
                     format!("DIFFERS got {got} size {}", src.size())
                 }
