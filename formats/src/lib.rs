@@ -18,6 +18,7 @@ pub mod output;
 pub mod qcow2;
 pub mod raw;
 pub mod sink;
+pub mod vdi;
 pub mod vhd;
 pub mod vhdx;
 

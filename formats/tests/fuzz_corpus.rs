@@ -47,3 +47,13 @@ fn qcow2_corpus() {
 fn vhd_corpus() {
     replay("vhd", Format::Vhd);
 }
+
+#[test]
+fn vhdx_corpus() {
+    replay("vhdx", Format::Vhdx);
+}
+
+#[test]
+fn vdi_corpus() {
+    replay("vdi", Format::Vdi);
+}

@@ -28,7 +28,6 @@ pub(crate) enum Source {
     /// Stored in this image at this file offset.
     Stored(u64),
     /// The image says these bytes are zero.
-    #[allow(dead_code)] // VHD has no zero blocks; VHDX and VDI do.
     Zero,
     /// Not allocated in this image; reads as zero.
     Unallocated,
