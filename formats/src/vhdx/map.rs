@@ -213,3 +213,75 @@ impl Bat {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file whose every byte at offset `o` is `o % 251`, of any length.
+    struct Pattern;
+    impl ReadAt for Pattern {
+        fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = ((offset + i as u64) % 251) as u8;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn bitmap_cache_stays_under_its_byte_cap() {
+        // 256 MiB blocks of 512-byte sectors: 64 KiB of bitmap per block,
+        // so the cap holds 1024 blocks; touch more than that.
+        let block_size = 256 << 20;
+        let blocks = MAX_BITMAP_CACHE_BYTES / (block_size / 512 / 8) + 50;
+        let md = Metadata {
+            block_size,
+            leave_allocated: false,
+            has_parent: true,
+            disk_size: blocks * block_size,
+            logical_sector: 512,
+            physical_sector: 512,
+            disk_id: None,
+            parent_locator: vec![],
+        };
+        let chunk_ratio = ((1u64 << 23) * 512) / block_size;
+        let total = blocks.div_ceil(chunk_ratio) * (chunk_ratio + 1);
+        let bat = Bat {
+            entries: (0..total)
+                .map(|i| {
+                    if (i + 1) % (chunk_ratio + 1) == 0 {
+                        (5 << 20) | 6
+                    } else {
+                        (9 << 20) | 7
+                    }
+                })
+                .collect(),
+            bat_at: 0,
+            block_size,
+            sector: 512,
+            chunk_ratio,
+            differencing: md.has_parent,
+            bitmap_len: block_size / 512 / 8,
+            bitmaps: Mutex::new(HashMap::new()),
+        };
+        for round in 0..2 {
+            for b in 0..blocks {
+                let runs = bat.runs(&Pattern, b * block_size, 4096).unwrap();
+                // Sector s of block b is present when bit s of its bitmap
+                // byte (which is the pattern at the bitmap's file offset) is set.
+                let at = 5 * MIB + (b % chunk_ratio) * bat.bitmap_len;
+                let byte = (at % 251) as u8;
+                let first = runs.runs()[0].source;
+                let want_stored = byte & 1 != 0;
+                assert_eq!(
+                    matches!(first, Source::Stored(_)),
+                    want_stored,
+                    "round {round} block {b}"
+                );
+                let cached = bat.cache().len() as u64 * bat.bitmap_len;
+                assert!(cached <= MAX_BITMAP_CACHE_BYTES);
+            }
+        }
+    }
+}
