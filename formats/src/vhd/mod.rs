@@ -17,9 +17,11 @@
 mod header;
 mod map;
 pub(crate) mod runs;
+mod write;
 
 pub use header::{dyn_off, footer_off, DiskType, MAX_BLOCK_SIZE, MAX_LOCATOR_LEN};
 pub use map::{MAX_BAT_ENTRIES, MAX_CACHED_BITMAPS};
+pub use write::{chs, VhdFixedWriter, MAX_WRITE_SIZE};
 
 use crate::block::{check_range, BlockSource, Extent, ImageInfo};
 use crate::detect::Format;
@@ -179,17 +181,23 @@ impl VhdImage {
 }
 
 /// Turns a stored parent path into candidate names relative to the child:
-/// backslashes become slashes, and a Windows drive path is reduced to its
-/// file name (the parent is looked for next to the child).
-fn parent_candidates(raw: &str) -> Vec<String> {
+/// backslashes become slashes, a Windows drive or UNC path is reduced to its
+/// file name, and an absolute path is also tried as a file name next to the
+/// child (disks are often moved together). The unique-ID check guards
+/// against picking up an unrelated file.
+pub(crate) fn parent_candidates(raw: &str) -> Vec<String> {
     let s = raw.replace('\\', "/");
     let b = s.as_bytes();
     let drive = b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':';
-    if drive || s.starts_with("//") {
-        let name = s.rsplit('/').next().unwrap_or("").to_string();
-        return if name.is_empty() { vec![] } else { vec![name] };
+    let name = s.rsplit('/').next().unwrap_or("").to_string();
+    let mut out = Vec::new();
+    if !(drive || s.starts_with("//") || s.is_empty()) {
+        out.push(s.clone());
     }
-    vec![s]
+    if (drive || s.starts_with('/')) && !name.is_empty() {
+        out.push(name);
+    }
+    out
 }
 
 /// Reads the parent locators (relative first), resolves each through the
@@ -266,7 +274,8 @@ fn open_parent(
     ))
 }
 
-fn child_dir(child: &Path) -> PathBuf {
+/// The directory holding `child`, where relative parent names are looked up.
+pub(crate) fn child_dir(child: &Path) -> PathBuf {
     match child.parent() {
         Some(p) if p.components().next().is_some() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -320,5 +329,19 @@ impl BlockSource for VhdImage {
             notes: self.notes.clone(),
             backing: self.parent.as_ref().map(|p| Box::new(p.info())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent_candidates;
+
+    #[test]
+    fn parent_names_become_local_candidates() {
+        assert_eq!(parent_candidates(".\\p.vhd"), ["./p.vhd"]);
+        assert_eq!(parent_candidates("C:\\VMs\\p.vhd"), ["p.vhd"]);
+        assert_eq!(parent_candidates("\\\\srv\\share\\p.vhd"), ["p.vhd"]);
+        assert_eq!(parent_candidates("/Users/a/p.vhd"), ["/Users/a/p.vhd", "p.vhd"]);
+        assert!(parent_candidates("").is_empty());
     }
 }

@@ -98,41 +98,33 @@ fn open_parent(child: &Path, md: &Metadata, opener: &Opener, depth: u32) -> Resu
     let mut tried: Vec<PathBuf> = Vec::new();
     for key in ["relative_path", "volume_path", "absolute_win32_path"] {
         let Some(raw) = get(key) else { continue };
-        let name = raw.replace('\\', "/");
-        let b = name.as_bytes();
-        let name = if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' || name.starts_with("//") {
-            name.rsplit('/').next().unwrap_or("").to_string()
-        } else {
-            name
-        };
-        if name.is_empty() {
-            continue;
+        for name in crate::vhd::parent_candidates(raw) {
+            let looked = crate::vhd::child_dir(child).join(&name);
+            if tried.contains(&looked) {
+                continue;
+            }
+            tried.push(looked);
+            let path = match opener.resolve_backing(child, &name) {
+                Ok(p) => p,
+                Err(e @ Error::Denied(_)) => return Err(e),
+                Err(_) => continue,
+            };
+            let pfile = HostFile::open(&path)?;
+            let phdr = header::read_header(&pfile)?;
+            let id = fmt_guid(&phdr.data_write_guid);
+            if !linkage.contains(&id) {
+                return Err(Error::corrupt(
+                    format!(
+                        "parent {} has DataWriteGuid {id} but {} expects {}",
+                        path.display(),
+                        child.display(),
+                        linkage.join(" or ")
+                    ),
+                    0,
+                ));
+            }
+            return opener.open_backing(child, &name, Some(Format::Vhdx), depth);
         }
-        let looked = child.parent().unwrap_or(Path::new(".")).join(&name);
-        if tried.contains(&looked) {
-            continue;
-        }
-        tried.push(looked);
-        let path = match opener.resolve_backing(child, &name) {
-            Ok(p) => p,
-            Err(e @ Error::Denied(_)) => return Err(e),
-            Err(_) => continue,
-        };
-        let pfile = HostFile::open(&path)?;
-        let phdr = header::read_header(&pfile)?;
-        let id = fmt_guid(&phdr.data_write_guid);
-        if !linkage.contains(&id) {
-            return Err(Error::corrupt(
-                format!(
-                    "parent {} has DataWriteGuid {id} but {} expects {}",
-                    path.display(),
-                    child.display(),
-                    linkage.join(" or ")
-                ),
-                0,
-            ));
-        }
-        return opener.open_backing(child, &name, Some(Format::Vhdx), depth);
     }
     let looked: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     Err(Error::io(
