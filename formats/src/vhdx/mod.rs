@@ -8,12 +8,14 @@
 mod header;
 mod log;
 mod map;
+mod write;
 
 pub use header::{
     header_off, MAX_DISK_SIZE, MAX_METADATA_ENTRIES, MAX_METADATA_ITEM_LEN, MAX_REGION_ENTRIES,
 };
 pub use log::{MAX_LOG_HEADS_TRIED, MAX_LOG_LEN, MAX_REPLAY_FILE_OFFSET};
 pub use map::{MAX_BAT_ENTRIES, MAX_BITMAP_CACHE_BYTES};
+pub use write::{VhdxDynamicWriter, DEFAULT_BLOCK_SIZE};
 
 use crate::block::{check_range, BlockSource, Extent, ImageInfo};
 use crate::detect::Format;
