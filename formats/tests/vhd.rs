@@ -391,6 +391,12 @@ fn fixed_disk_larger_than_its_file_is_corrupt() {
     let mut img = vec![3u8; 4096];
     img.extend_from_slice(&f);
     assert_eq!(open_bytes("f.vhd", img.clone()).unwrap().size(), 4096);
+    // Old writers left out the footer's last (reserved) byte: 511 bytes.
+    let short = img[..img.len() - 1].to_vec();
+    let src = open_bytes("f511.vhd", short).unwrap();
+    let mut b = [0u8; 2];
+    src.read_at(4094, &mut b).unwrap();
+    assert_eq!(b, [3, 3]);
     assert!(matches!(err_of(img[1024..].to_vec()), Error::Corrupt { .. }));
 }
 

@@ -96,14 +96,37 @@ pub fn assert_same_as_raw(src: &dyn BlockSource, raw: &Path) {
 
 /// sha256 of all guest bytes of `src`, read in 4 MiB pieces.
 pub fn sha256(src: &dyn BlockSource) -> String {
+    sha256_with_prefix(src, None).0
+}
+
+/// sha256 of all guest bytes of `src`, and of its first `prefix` bytes when
+/// given (to compare with an oracle that reads a shorter disk).
+pub fn sha256_with_prefix(src: &dyn BlockSource, prefix: Option<u64>) -> (String, Option<String>) {
+    let hex = |h: Sha256| {
+        h.finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
     let mut h = Sha256::new();
+    let mut at_prefix = None;
     let mut buf = vec![0u8; 4 << 20];
     let mut off = 0;
-    while off < src.size() {
-        let n = (src.size() - off).min(buf.len() as u64) as usize;
+    loop {
+        if Some(off) == prefix {
+            at_prefix = Some(hex(h.clone()));
+        }
+        if off >= src.size() {
+            break;
+        }
+        let mut n = (src.size() - off).min(buf.len() as u64);
+        if let Some(p) = prefix.filter(|p| *p > off) {
+            n = n.min(p - off);
+        }
+        let n = n as usize;
         src.read_at(off, &mut buf[..n]).unwrap();
         h.update(&buf[..n]);
         off += n as u64;
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    (hex(h), at_prefix)
 }
