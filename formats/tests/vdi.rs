@@ -20,6 +20,7 @@ fn generated_images_read_like_qemu() {
         let src = open(&img);
         assert_eq!(src.info().format, "vdi");
         assert_same_as_raw(src.as_ref(), &raw);
+        vhd_support::assert_parallel_reads(src.as_ref(), &raw);
     }
 }
 

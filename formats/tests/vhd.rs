@@ -21,6 +21,7 @@ fn generated_images_read_like_qemu() {
         let src = open(&img);
         assert_eq!(src.info().format, "vpc");
         assert_same_as_raw(src.as_ref(), &raw);
+        vhd_support::assert_parallel_reads(src.as_ref(), &raw);
     }
     // The fixed disk is detected by its footer although qemu calls it raw.
     let fixed = open(&dir.path().join("vpc-fixed.vhd"));

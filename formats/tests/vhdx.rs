@@ -27,6 +27,7 @@ fn generated_images_read_like_qemu() {
         let src = open(&img);
         assert_eq!(src.info().format, "vhdx");
         assert_same_as_raw(src.as_ref(), &raw);
+        vhd_support::assert_parallel_reads(src.as_ref(), &raw);
     }
     let fixed = open(&dir.path().join("vhdx-fixed-8M.vhdx"));
     assert_eq!(fixed.info().subformat.as_deref(), Some("fixed"));

@@ -130,3 +130,24 @@ pub fn sha256_with_prefix(src: &dyn BlockSource, prefix: Option<u64>) -> (String
     }
     (hex(h), at_prefix)
 }
+
+/// Reads `src` from four threads at once in interleaved 1 MiB pieces and
+/// checks every piece against the raw file `raw`.
+pub fn assert_parallel_reads(src: &dyn BlockSource, raw: &Path) {
+    let want = std::fs::read(raw).unwrap();
+    let pieces = want.len().div_ceil(1 << 20);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let want = &want;
+            s.spawn(move || {
+                let mut buf = vec![0u8; 1 << 20];
+                for p in (t..pieces).step_by(4).chain((0..pieces).rev().skip(t).step_by(4)) {
+                    let off = p << 20;
+                    let n = (want.len() - off).min(buf.len());
+                    src.read_at(off as u64, &mut buf[..n]).unwrap();
+                    assert!(buf[..n] == want[off..off + n], "piece {p} read by thread {t}");
+                }
+            });
+        }
+    });
+}
