@@ -27,8 +27,7 @@ impl BlockMap {
     /// Reads the block map described by `h`.
     pub fn load(file: &dyn ReadAt, h: &Header) -> Result<BlockMap> {
         check_limit("VDI blocks", h.blocks, MAX_BLOCKS)?;
-        let mut raw = vec![0u8; (h.blocks * 4) as usize];
-        file.read_exact_at(h.blocks_offset, &mut raw)?;
+        let raw = file.read_table(h.blocks_offset, h.blocks * 4, "VDI block map")?;
         let entries: Vec<u32> = raw
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))

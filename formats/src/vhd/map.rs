@@ -32,11 +32,10 @@ pub struct Bat {
 }
 
 impl Bat {
-    /// Reads the BAT described by `hdr` for a disk of `size` bytes from `file`
-    /// (of `file_len` bytes). `differencing` decides what clear bitmap bits mean.
+    /// Reads the BAT described by `hdr` for a disk of `size` bytes from `file`.
+    /// `differencing` decides what clear bitmap bits mean.
     pub fn load(
         file: &dyn ReadAt,
-        file_len: u64,
         hdr: &DynHeader,
         hdr_at: u64,
         size: u64,
@@ -54,9 +53,8 @@ impl Bat {
                 hdr_at + crate::vhd::header::dyn_off::MAX_TABLE_ENTRIES as u64,
             ));
         }
-        // `needed` <= MAX_BAT_ENTRIES, so this allocation is bounded.
-        let mut raw = vec![0u8; (needed * 4) as usize];
-        file.read_exact_at(hdr.table_offset, &mut raw)?;
+        // `needed` <= MAX_BAT_ENTRIES, and the table lies in the file.
+        let raw = file.read_table(hdr.table_offset, needed * 4, "VHD BAT")?;
         let sectors_per_block = hdr.block_size / SECTOR;
         let bitmap_len = sectors_per_block.div_ceil(8).next_multiple_of(SECTOR);
         let entries: Vec<u32> = raw
@@ -64,7 +62,7 @@ impl Bat {
             .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         for (i, e) in entries.iter().enumerate() {
-            if *e != UNUSED && u64::from(*e) * SECTOR >= file_len {
+            if *e != UNUSED && u64::from(*e) * SECTOR >= file.len() {
                 return Err(Error::corrupt(
                     format!("VHD BAT entry {i} points past the end of the file (sector {e})"),
                     hdr.table_offset + i as u64 * 4,

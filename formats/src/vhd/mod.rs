@@ -153,14 +153,7 @@ impl VhdImage {
                 .push("VHD dynamic header checksum mismatch; fields used as stored".into());
         }
         let differencing = img.footer.disk_type == DiskType::Differencing;
-        img.bat = Some(Bat::load(
-            &img.file,
-            img.file.len(),
-            &hdr,
-            hdr_at,
-            size,
-            differencing,
-        )?);
+        img.bat = Some(Bat::load(&img.file, &hdr, hdr_at, size, differencing)?);
         img.block_size = Some(hdr.block_size);
         if differencing {
             img.parent = Some(open_parent(&img.file, &hdr, opener, depth)?);

@@ -6,7 +6,7 @@
 //! here: contiguous stored runs become one positional read each.
 
 use crate::block::{BlockSource, Extent, ExtentKind, ExtentList};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::file::HostFile;
 
 /// Something an image's stored bytes can be read from (a host file, or a
@@ -14,11 +14,35 @@ use crate::file::HostFile;
 pub(crate) trait ReadAt: Send + Sync {
     /// Reads exactly `buf.len()` bytes at file offset `offset`.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// Length of the file in bytes.
+    fn len(&self) -> u64;
+
+    /// Reads a table of `len` bytes at `offset`, checking that it lies in
+    /// the file *before* allocating, so a lying header cannot make us
+    /// allocate up to a cap for a tiny file.
+    fn read_table(&self, offset: u64, len: u64, what: &str) -> Result<Vec<u8>> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => {
+                let mut v = vec![0u8; len as usize];
+                self.read_exact_at(offset, &mut v)?;
+                Ok(v)
+            }
+            _ => Err(Error::corrupt(
+                format!("{what} ({len} bytes at {offset:#x}) lies past the end of the file"),
+                offset,
+            )),
+        }
+    }
 }
 
 impl ReadAt for HostFile {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         HostFile::read_exact_at(self, offset, buf)
+    }
+
+    fn len(&self) -> u64 {
+        HostFile::len(self)
     }
 }
 

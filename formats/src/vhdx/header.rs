@@ -366,8 +366,7 @@ pub fn read_metadata(file: &dyn ReadAt, region: Region) -> Result<Metadata> {
         if len < min {
             return Err(Error::corrupt("VHDX metadata item is too short", entry_at));
         }
-        let mut v = vec![0u8; len as usize];
-        file.read_exact_at(at + off, &mut v)?;
+        let v = file.read_table(at + off, len, "VHDX metadata item")?;
         if id == FILE_PARAMETERS {
             md.block_size = u64::from(le32(&v, 0));
             md.leave_allocated = le32(&v, 4) & 1 != 0;

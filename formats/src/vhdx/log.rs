@@ -101,6 +101,10 @@ impl LoggedFile {
 }
 
 impl ReadAt for LoggedFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let end = offset
             .checked_add(buf.len() as u64)
@@ -256,8 +260,7 @@ pub fn replay(file: &mut LoggedFile, hdr: &Header) -> Result<Option<String>> {
             field,
         ));
     }
-    let mut log = vec![0u8; log_len as usize];
-    file.file.read_exact_at(hdr.log_offset, &mut log)?;
+    let log = file.file.read_table(hdr.log_offset, log_len, "VHDX log")?;
     let entries = active_sequence(&log, &hdr.log_guid);
     let Some((head, _)) = entries.last() else {
         return Ok(Some(

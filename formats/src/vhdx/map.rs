@@ -72,8 +72,7 @@ impl Bat {
                 region.offset,
             ));
         }
-        let mut raw = vec![0u8; (total * 8) as usize];
-        file.read_exact_at(region.offset, &mut raw)?;
+        let raw = file.read_table(region.offset, total * 8, "VHDX BAT")?;
         let entries = raw
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
@@ -221,6 +220,9 @@ mod tests {
     /// A file whose every byte at offset `o` is `o % 251`, of any length.
     struct Pattern;
     impl ReadAt for Pattern {
+        fn len(&self) -> u64 {
+            u64::MAX
+        }
         fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
             for (i, b) in buf.iter_mut().enumerate() {
                 *b = ((offset + i as u64) % 251) as u8;
