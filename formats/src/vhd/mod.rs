@@ -4,6 +4,11 @@
 //! Disk2vhd stores the maximal geometry, and `current_size` is what every
 //! writer sets to the real size.
 //!
+//! Sector bitmaps are honoured: a clear bit reads from the parent in a
+//! differencing disk and as zero (unallocated) in a dynamic one. qemu ignores
+//! bitmaps when reading dynamic disks; every corpus image agrees either way,
+//! since writers zero a block when they allocate it.
+//!
 //! **Footer checksum policy: warn, do not refuse.** Tools that edit a disk's
 //! unique ID (dfvfs's test images) leave a stale checksum while every field is
 //! still right. We prefer the end-of-file footer when its checksum is valid,
