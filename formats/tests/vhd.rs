@@ -460,3 +460,12 @@ fn fixed_writer_output_reads_back_and_qemu_agrees() {
     let q = qemu_raw(&out, "vpc", dir.path());
     assert_eq!(std::fs::read(q).unwrap(), want, "qemu-img reads the same bytes");
 }
+
+#[test]
+fn fixed_writer_refuses_disks_larger_than_the_format() {
+    use v2x_formats::sink::WriteOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(dir.path().join("big.vhd")).unwrap();
+    let e = vhd::VhdFixedWriter::create(file, vhd::MAX_WRITE_SIZE + 1, &WriteOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)), "{e}");
+}

@@ -521,3 +521,21 @@ fn dynamic_writer_output_reads_back_and_qemu_agrees() {
         assert_eq!(std::fs::read(q).unwrap(), raw, "qemu-img reads the same bytes");
     }
 }
+
+#[test]
+fn dynamic_writer_refuses_a_bat_beyond_the_readers_cap() {
+    use v2x_formats::sink::WriteOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(dir.path().join("big.vhdx")).unwrap();
+    let opts = WriteOptions {
+        cluster_size: Some(MIB),
+        ..WriteOptions::default()
+    };
+    let size = (vhdx::MAX_BAT_ENTRIES + 1) * MIB;
+    let e = vhdx::VhdxDynamicWriter::create(file, size, &opts).unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)), "{e}");
+    let file = std::fs::File::create(dir.path().join("huge.vhdx")).unwrap();
+    let e = vhdx::VhdxDynamicWriter::create(file, vhdx::MAX_DISK_SIZE + 512, &WriteOptions::default())
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)), "{e}");
+}
