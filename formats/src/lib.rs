@@ -18,6 +18,9 @@ pub mod output;
 pub mod qcow2;
 pub mod raw;
 pub mod sink;
+pub mod vdi;
+pub mod vhd;
+pub mod vhdx;
 
 pub use block::{BlockSource, Extent, ExtentKind, ImageInfo};
 pub use detect::{detect, Format};

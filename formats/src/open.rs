@@ -5,7 +5,7 @@ use crate::block::BlockSource;
 use crate::detect::{detect, Format, HEAD_LEN, TAIL_LEN};
 use crate::error::{Error, Result};
 use crate::file::HostFile;
-use crate::{qcow2, raw};
+use crate::{qcow2, raw, vdi, vhd, vhdx};
 use std::path::{Component, Path, PathBuf};
 
 /// Deepest backing chain we follow (the image itself is depth 0).
@@ -119,6 +119,9 @@ impl Opener {
         match format {
             Format::Raw => Ok(Box::new(raw::RawImage::new(file)?)),
             Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Image::open(file, self, depth)?)),
+            Format::Vhd => Ok(Box::new(vhd::VhdImage::open(file, self, depth)?)),
+            Format::Vhdx => Ok(Box::new(vhdx::VhdxImage::open(file, self, depth)?)),
+            Format::Vdi => Ok(Box::new(vdi::VdiImage::open(file)?)),
             Format::OutOfScope(f) => Err(Error::unsupported(format!(
                 "{} is a {f} image; v2x does not convert that format",
                 path.display()

@@ -42,3 +42,18 @@ fn replay(target: &str, format: Format) {
 fn qcow2_corpus() {
     replay("qcow2", Format::Qcow2);
 }
+
+#[test]
+fn vhd_corpus() {
+    replay("vhd", Format::Vhd);
+}
+
+#[test]
+fn vhdx_corpus() {
+    replay("vhdx", Format::Vhdx);
+}
+
+#[test]
+fn vdi_corpus() {
+    replay("vdi", Format::Vdi);
+}
