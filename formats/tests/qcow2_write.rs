@@ -236,6 +236,12 @@ fn matrix(cluster_size: u64) {
         assert_eq!(h.incompatible, if zstd { 1 << 3 } else { 0 }, "{name}");
         assert_eq!(h.compression_type, u8::from(zstd), "{name}");
         assert!(summary.notes.iter().any(|n| n.contains("rounded up")));
+        let nonzero: usize = data
+            .chunks(cluster_size as usize)
+            .filter(|c| c.iter().any(|b| *b != 0))
+            .map(|c| c.len())
+            .sum();
+        assert_eq!(summary.data_bytes, nonzero as u64, "{name}");
         sizes.push(summary.file_size);
     }
     assert!(

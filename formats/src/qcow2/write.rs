@@ -296,7 +296,8 @@ impl Qcow2Writer {
         self.refs.place_finished(&mut self.log)?;
         let entry = compressed_descriptor(self.geo.cluster_bits, at, bytes.len() as u64)?;
         self.set_l2(guest, entry);
-        self.data_bytes += bytes.len() as u64;
+        // Guest bytes, as for plain clusters; the disk may end mid-cluster.
+        self.data_bytes += cs.min(self.geo.source_size.saturating_sub(guest));
         Ok(())
     }
 
