@@ -89,7 +89,6 @@ impl Geometry {
 }
 
 /// Writes a fresh qcow2 (compat 1.1) image, streaming clusters in guest order.
-#[derive(Debug)]
 pub struct Qcow2Writer {
     geo: Geometry,
     codec: Option<Codec>,
@@ -106,6 +105,20 @@ pub struct Qcow2Writer {
     /// Guest offset just past the last chunk written.
     guest_end: u64,
     data_bytes: u64,
+}
+
+impl std::fmt::Debug for Qcow2Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The table buffers are a cluster each; leave them out.
+        f.debug_struct("Qcow2Writer")
+            .field("geo", &self.geo)
+            .field("codec", &self.codec)
+            .field("host_end", &self.log.end())
+            .field("l2_index", &self.l2_index)
+            .field("guest_end", &self.guest_end)
+            .field("data_bytes", &self.data_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Qcow2Writer {
@@ -296,7 +309,8 @@ impl Qcow2Writer {
         self.refs.place_finished(&mut self.log)?;
         let entry = compressed_descriptor(self.geo.cluster_bits, at, bytes.len() as u64)?;
         self.set_l2(guest, entry);
-        self.data_bytes += bytes.len() as u64;
+        // Guest bytes, as for plain clusters; the disk may end mid-cluster.
+        self.data_bytes += cs.min(self.geo.source_size.saturating_sub(guest));
         Ok(())
     }
 

@@ -168,32 +168,32 @@ fn has_flat_histogram(data: &[u8]) -> bool {
     entropy > 8.0 - 2.0 * shortfall - 0.01
 }
 
-/// True when enough 8-byte strings recur within deflate's reach to cover
-/// about 1% of `data`. Strings starting every 16th byte are remembered (one
-/// per hash slot); every position is looked up, so a repeat at any distance
-/// up to the window is seen about once per 16 repeated bytes.
+/// True when enough 8-byte strings recur in `data` to cover about 1% of
+/// it. Strings starting every 16th byte are remembered (one per hash slot)
+/// and every position is looked up, so a repeated region is seen about once
+/// per 16 bytes. Repeats farther apart than deflate's 4 KiB window count too,
+/// which only errs towards trying deflate. Written without data-dependent
+/// branches in the inner loop: this runs on every random-looking cluster.
 fn repeats_nearby(data: &[u8]) -> bool {
     const STRIDE: usize = 16;
     const HASH_BITS: u32 = 12;
-    /// Farthest match a 4 KiB deflate window reaches (window minus lookahead).
-    const REACH: usize = (1 << ZLIB_WINDOW_BITS) - 262;
+    let slot = |w: u64| (w.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - HASH_BITS)) as usize;
     let needed = data.len() / 100 / STRIDE + 1;
-    let word = |p: usize| u64::from_le_bytes(data[p..p + 8].try_into().unwrap_or([0; 8]));
-    let mut seen = [u32::MAX; 1 << HASH_BITS];
+    let mut seen = vec![0u64; 1 << HASH_BITS];
     let mut hits = 0;
-    for q in 0..data.len().saturating_sub(7) {
-        let w = word(q);
-        let slot = (w.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - HASH_BITS)) as usize;
-        let p = seen[slot] as usize;
-        if p < q && q - p <= REACH && word(p) == w {
-            hits += 1;
-            if hits >= needed {
-                return true;
-            }
+    // Each window is 16 starting positions plus the 7 bytes the last needs.
+    for window in data.windows(STRIDE + 7).step_by(STRIDE) {
+        let mut words = [0u64; STRIDE];
+        for (k, w) in words.iter_mut().enumerate() {
+            *w = u64::from_le_bytes(window[k..k + 8].try_into().unwrap_or([0; 8]));
         }
-        if q % STRIDE == 0 {
-            seen[slot] = q as u32;
+        for w in &words {
+            hits += usize::from(seen[slot(*w)] == *w && *w != 0);
         }
+        if hits >= needed {
+            return true;
+        }
+        seen[slot(words[0])] = words[0];
     }
     false
 }

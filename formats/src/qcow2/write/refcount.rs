@@ -74,6 +74,11 @@ impl RefcountStream {
                 )));
             }
             if c >= window_end {
+                check_limit(
+                    "qcow2 refcount table bytes",
+                    (c / self.per_block + 1) * 8,
+                    MAX_REFTABLE_BYTES,
+                )?;
                 self.roll()?;
                 continue;
             }
@@ -235,6 +240,21 @@ mod tests {
                     assert_eq!(be16(&bytes[block as usize..], i), 0);
                 }
             }
+        }
+    }
+
+    /// MAX_REFTABLE_BYTES: 8 MiB of table is 1Mi blocks; with 512-byte
+    /// clusters (256 per block) a cluster past 2^28 needs one more.
+    #[test]
+    fn reftable_cap() {
+        let mut refs = RefcountStream::new(9);
+        refs.add(0, 1).unwrap();
+        match refs.add(256 << 20, 1) {
+            Err(Error::LimitExceeded { what, value, max }) => {
+                assert!(what.contains("refcount table"));
+                assert_eq!((value, max), (MAX_REFTABLE_BYTES + 8, MAX_REFTABLE_BYTES));
+            }
+            other => panic!("expected LimitExceeded, got {other:?}"),
         }
     }
 
