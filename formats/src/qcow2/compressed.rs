@@ -6,6 +6,7 @@
 use super::header::CompressionType;
 use crate::error::{Error, Result};
 use flate2::{Decompress, FlushDecompress, Status};
+use std::cell::RefCell;
 use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
 use zstd::zstd_safe::DParameter;
 
@@ -34,7 +35,14 @@ fn overlong(at: u64) -> Error {
 }
 
 fn inflate(input: &[u8], out: &mut [u8], at: u64) -> Result<()> {
-    let mut d = Decompress::new(false);
+    INFLATER.with(|cell| {
+        let mut d = cell.borrow_mut();
+        d.reset(false);
+        inflate_with(&mut d, input, out, at)
+    })
+}
+
+fn inflate_with(d: &mut Decompress, input: &[u8], out: &mut [u8], at: u64) -> Result<()> {
     let status = d
         .decompress(input, out, FlushDecompress::Finish)
         .map_err(|e| Error::corrupt(format!("bad deflate stream in compressed cluster: {e}"), at))?;
@@ -55,10 +63,32 @@ fn inflate(input: &[u8], out: &mut [u8], at: u64) -> Result<()> {
 }
 
 fn unzstd(input: &[u8], out: &mut [u8], at: u64) -> Result<()> {
+    // A decoder context is costly to set up; each thread keeps one and resets it.
+    DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let dec = match &mut *slot {
+            Some(d) => {
+                d.reinit().map_err(|e| Error::io("resetting a zstd decoder", e))?;
+                d
+            }
+            None => {
+                let mut d = Decoder::new().map_err(|e| Error::io("creating a zstd decoder", e))?;
+                d.set_parameter(DParameter::WindowLogMax(MAX_ZSTD_WINDOW_LOG))
+                    .map_err(|e| Error::io("configuring a zstd decoder", e))?;
+                slot.insert(d)
+            }
+        };
+        unzstd_with(dec, input, out, at)
+    })
+}
+
+thread_local! {
+    static INFLATER: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+    static DECODER: RefCell<Option<Decoder<'static>>> = const { RefCell::new(None) };
+}
+
+fn unzstd_with(dec: &mut Decoder<'static>, input: &[u8], out: &mut [u8], at: u64) -> Result<()> {
     let bad = |e: std::io::Error| Error::corrupt(format!("bad zstd stream in compressed cluster: {e}"), at);
-    let mut dec = Decoder::new().map_err(|e| Error::io("creating a zstd decoder", e))?;
-    dec.set_parameter(DParameter::WindowLogMax(MAX_ZSTD_WINDOW_LOG))
-        .map_err(|e| Error::io("configuring a zstd decoder", e))?;
     let want = out.len();
     let mut inb = InBuffer::around(input);
     let mut frame_done = false;
