@@ -13,7 +13,7 @@ use zstd::zstd_safe::DParameter;
 /// Largest zstd window we let a frame ask for (4 MiB, twice the largest cluster).
 const MAX_ZSTD_WINDOW_LOG: u32 = 22;
 /// Most decoder steps per cluster; each step makes progress or we stop.
-const MAX_ZSTD_STEPS: usize = 1 << 16;
+const ZSTD_STEP_LIMIT: usize = 1 << 16;
 
 /// Decompresses `input` (found at image offset `at`) into exactly `out.len()` bytes.
 pub fn decompress(kind: CompressionType, input: &[u8], out: &mut [u8], at: u64) -> Result<()> {
@@ -95,7 +95,7 @@ fn unzstd_with(dec: &mut Decoder<'static>, input: &[u8], out: &mut [u8], at: u64
     let mut got = 0;
     {
         let mut outb = OutBuffer::around(&mut *out);
-        for _ in 0..MAX_ZSTD_STEPS {
+        for _ in 0..ZSTD_STEP_LIMIT {
             let (in_before, out_before) = (inb.pos(), outb.pos());
             let hint = dec.run(&mut inb, &mut outb).map_err(bad)?;
             got = outb.pos();
@@ -176,6 +176,23 @@ mod tests {
             Err(Error::Corrupt { .. })
         ));
         assert!(decompress(CompressionType::Zstd, &[0xff; 64], &mut out, 0).is_err());
+    }
+
+    #[test]
+    fn cap_zstd_window() {
+        // A frame declaring an 8 MiB window is refused before any output.
+        let big: Vec<u8> = (0..8u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let mut z = zstd::bulk::Compressor::new(1).unwrap();
+        z.set_parameter(zstd::zstd_safe::CParameter::WindowLog(23))
+            .unwrap();
+        let c = z.compress(&big).unwrap();
+        let mut out = vec![0u8; 65536];
+        match decompress(CompressionType::Zstd, &c, &mut out, 0) {
+            Err(Error::Corrupt { what, .. }) => assert!(what.contains("memory"), "{what}"),
+            other => panic!("expected the window cap, got {other:?}"),
+        }
     }
 
     #[test]
