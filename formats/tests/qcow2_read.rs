@@ -397,3 +397,23 @@ fn empty_and_tiny_images() {
         Err(Error::Invalid(_))
     ));
 }
+
+#[test]
+fn huge_sparse_image_maps_cheaply() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("huge.qcow2");
+    qemu_img(&["create", "-f", "qcow2", img.to_str().unwrap(), "64T"]);
+    qemu_io(&img, &["write -P 0x42 40T 1M"]);
+    let src = open(&img);
+    let t = std::time::Instant::now();
+    let m = src.map(0, src.size()).unwrap();
+    assert!(t.elapsed().as_secs_f64() < 1.0, "map took {:?}", t.elapsed());
+    assert_eq!(m.len(), 3, "{m:?}");
+    assert_eq!(
+        (m[1].start, m[1].len, m[1].kind),
+        (40 << 40, 1 << 20, ExtentKind::Data)
+    );
+    let mut b = vec![0u8; 4096];
+    src.read_at((40 << 40) + 4096, &mut b).unwrap();
+    assert!(b.iter().all(|x| *x == 0x42));
+}

@@ -6,13 +6,14 @@
 use super::header::CompressionType;
 use crate::error::{Error, Result};
 use flate2::{Decompress, FlushDecompress, Status};
+use std::cell::RefCell;
 use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
 use zstd::zstd_safe::DParameter;
 
 /// Largest zstd window we let a frame ask for (4 MiB, twice the largest cluster).
 const MAX_ZSTD_WINDOW_LOG: u32 = 22;
 /// Most decoder steps per cluster; each step makes progress or we stop.
-const MAX_ZSTD_STEPS: usize = 1 << 16;
+const ZSTD_STEP_LIMIT: usize = 1 << 16;
 
 /// Decompresses `input` (found at image offset `at`) into exactly `out.len()` bytes.
 pub fn decompress(kind: CompressionType, input: &[u8], out: &mut [u8], at: u64) -> Result<()> {
@@ -34,7 +35,14 @@ fn overlong(at: u64) -> Error {
 }
 
 fn inflate(input: &[u8], out: &mut [u8], at: u64) -> Result<()> {
-    let mut d = Decompress::new(false);
+    INFLATER.with(|cell| {
+        let mut d = cell.borrow_mut();
+        d.reset(false);
+        inflate_with(&mut d, input, out, at)
+    })
+}
+
+fn inflate_with(d: &mut Decompress, input: &[u8], out: &mut [u8], at: u64) -> Result<()> {
     let status = d
         .decompress(input, out, FlushDecompress::Finish)
         .map_err(|e| Error::corrupt(format!("bad deflate stream in compressed cluster: {e}"), at))?;
@@ -55,17 +63,39 @@ fn inflate(input: &[u8], out: &mut [u8], at: u64) -> Result<()> {
 }
 
 fn unzstd(input: &[u8], out: &mut [u8], at: u64) -> Result<()> {
+    // A decoder context is costly to set up; each thread keeps one and resets it.
+    DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let dec = match &mut *slot {
+            Some(d) => {
+                d.reinit().map_err(|e| Error::io("resetting a zstd decoder", e))?;
+                d
+            }
+            None => {
+                let mut d = Decoder::new().map_err(|e| Error::io("creating a zstd decoder", e))?;
+                d.set_parameter(DParameter::WindowLogMax(MAX_ZSTD_WINDOW_LOG))
+                    .map_err(|e| Error::io("configuring a zstd decoder", e))?;
+                slot.insert(d)
+            }
+        };
+        unzstd_with(dec, input, out, at)
+    })
+}
+
+thread_local! {
+    static INFLATER: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+    static DECODER: RefCell<Option<Decoder<'static>>> = const { RefCell::new(None) };
+}
+
+fn unzstd_with(dec: &mut Decoder<'static>, input: &[u8], out: &mut [u8], at: u64) -> Result<()> {
     let bad = |e: std::io::Error| Error::corrupt(format!("bad zstd stream in compressed cluster: {e}"), at);
-    let mut dec = Decoder::new().map_err(|e| Error::io("creating a zstd decoder", e))?;
-    dec.set_parameter(DParameter::WindowLogMax(MAX_ZSTD_WINDOW_LOG))
-        .map_err(|e| Error::io("configuring a zstd decoder", e))?;
     let want = out.len();
     let mut inb = InBuffer::around(input);
     let mut frame_done = false;
     let mut got = 0;
     {
         let mut outb = OutBuffer::around(&mut *out);
-        for _ in 0..MAX_ZSTD_STEPS {
+        for _ in 0..ZSTD_STEP_LIMIT {
             let (in_before, out_before) = (inb.pos(), outb.pos());
             let hint = dec.run(&mut inb, &mut outb).map_err(bad)?;
             got = outb.pos();
@@ -146,6 +176,23 @@ mod tests {
             Err(Error::Corrupt { .. })
         ));
         assert!(decompress(CompressionType::Zstd, &[0xff; 64], &mut out, 0).is_err());
+    }
+
+    #[test]
+    fn cap_zstd_window() {
+        // A frame declaring an 8 MiB window is refused before any output.
+        let big: Vec<u8> = (0..8u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let mut z = zstd::bulk::Compressor::new(1).unwrap();
+        z.set_parameter(zstd::zstd_safe::CParameter::WindowLog(23))
+            .unwrap();
+        let c = z.compress(&big).unwrap();
+        let mut out = vec![0u8; 65536];
+        match decompress(CompressionType::Zstd, &c, &mut out, 0) {
+            Err(Error::Corrupt { what, .. }) => assert!(what.contains("memory"), "{what}"),
+            other => panic!("expected the window cap, got {other:?}"),
+        }
     }
 
     #[test]

@@ -444,10 +444,31 @@ mod tests {
     }
 
     #[test]
-    fn cache_capacity_respects_byte_cap() {
-        // 2 MiB clusters: 16 tables; 512-byte clusters: 65536 tables. Both are 32 MiB.
-        assert_eq!((MAX_L2_CACHE_BYTES >> 21) << 21, MAX_L2_CACHE_BYTES);
-        assert_eq!(MAX_L2_CACHE_BYTES >> 9, 65536);
+    fn cap_l2_cache_bytes() {
+        // 2 MiB clusters, 20 L2 tables (one per 512 GiB of disk): only 16 fit in the cache.
+        let cs: usize = 2 << 20;
+        let tables = 20usize;
+        let mut img = super::super::header::tests::v3_header();
+        img.resize(cs * (2 + tables), 0);
+        img[20..24].copy_from_slice(&21u32.to_be_bytes());
+        img[24..32].copy_from_slice(&((tables as u64) << 39).to_be_bytes());
+        img[36..40].copy_from_slice(&(tables as u32).to_be_bytes());
+        img[40..48].copy_from_slice(&(cs as u64).to_be_bytes());
+        for i in 0..tables {
+            let l2 = (cs * (2 + i)) as u64;
+            img[cs + 8 * i..cs + 8 * i + 8].copy_from_slice(&(l2 | 1 << 63).to_be_bytes());
+        }
+        let file = HostFile::from_bytes("cache.qcow2", img);
+        let h = super::super::header::parse(&file).unwrap();
+        let map = ClusterMap::load(file, &h, (cs * (2 + tables)) as u64).unwrap();
+        for i in 0..tables as u64 {
+            map.walk(i << 39, (i << 39) + 512, &mut |p| {
+                assert_eq!(p.mapping, Mapping::Unallocated);
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(map.cache.len() as u64, MAX_L2_CACHE_BYTES / cs as u64);
     }
 
     #[test]

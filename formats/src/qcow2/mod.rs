@@ -21,6 +21,8 @@ use crate::file::HostFile;
 use crate::open::Opener;
 use header::{Header, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY, INCOMPAT_KNOWN};
 use map::{ClusterMap, Mapping, Piece};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An open qcow2 image with its backing chain.
 pub struct Qcow2Image {
@@ -29,6 +31,8 @@ pub struct Qcow2Image {
     /// The external data file, when the image has one.
     data_file: Option<HostFile>,
     backing: Option<Box<dyn BlockSource>>,
+    /// Unique per open image; keys per-thread caches.
+    id: u64,
 }
 
 impl std::fmt::Debug for Qcow2Image {
@@ -111,6 +115,7 @@ impl Qcow2Image {
             map,
             data_file,
             backing,
+            id: NEXT_IMAGE_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -138,17 +143,55 @@ impl Qcow2Image {
     /// Reads the part of a compressed cluster that `piece` covers into `out`.
     fn read_compressed(&self, piece: &Piece, host_offset: u64, clen: u64, out: &mut [u8]) -> Result<()> {
         let cs = self.header.cluster_size();
+        let in_cluster = (piece.start % cs) as usize;
+        let whole = in_cluster == 0 && out.len() as u64 == cs;
+        let key = (self.id, host_offset);
+        if !whole {
+            // Requests that split a cluster (1 MiB reads of 2 MiB clusters) reuse
+            // the cluster this thread decompressed last.
+            let hit = LAST_CLUSTER.with(|c| {
+                let c = c.borrow();
+                let ok = c.key == Some(key) && c.bytes.len() as u64 == cs;
+                if ok {
+                    out.copy_from_slice(&c.bytes[in_cluster..in_cluster + out.len()]);
+                }
+                ok
+            });
+            if hit {
+                return Ok(());
+            }
+        }
         let mut input = vec![0u8; clen as usize];
         self.map.file().read_at_zero_fill(host_offset, &mut input)?;
-        let in_cluster = (piece.start % cs) as usize;
-        if in_cluster == 0 && out.len() as u64 == cs {
+        if whole {
             return compressed::decompress(self.header.compression, &input, out, host_offset);
         }
-        let mut cluster = vec![0u8; cs as usize];
-        compressed::decompress(self.header.compression, &input, &mut cluster, host_offset)?;
-        out.copy_from_slice(&cluster[in_cluster..in_cluster + out.len()]);
-        Ok(())
+        LAST_CLUSTER.with(|c| {
+            let mut c = c.borrow_mut();
+            c.key = None;
+            c.bytes.resize(cs as usize, 0);
+            compressed::decompress(self.header.compression, &input, &mut c.bytes, host_offset)?;
+            c.key = Some(key);
+            out.copy_from_slice(&c.bytes[in_cluster..in_cluster + out.len()]);
+            Ok(())
+        })
     }
+}
+
+/// Source of [`Qcow2Image`] ids, so per-thread caches never mix images.
+static NEXT_IMAGE_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A decompressed cluster kept for the next partial read of it.
+struct DecompressedCluster {
+    /// (image id, host offset of the compressed stream), None while not valid.
+    key: Option<(u64, u64)>,
+    bytes: Vec<u8>,
+}
+
+thread_local! {
+    /// The last cluster this thread decompressed for a partial read.
+    static LAST_CLUSTER: RefCell<DecompressedCluster> =
+        const { RefCell::new(DecompressedCluster { key: None, bytes: Vec::new() }) };
 }
 
 /// A run of guest bytes read with one call: from the data file or the backing chain.
