@@ -75,6 +75,12 @@ pub enum InputFormat {
     Raw,
     /// qcow2 v2/v3.
     Qcow2,
+    /// VHD (Virtual PC, Hyper-V gen 1, Azure, XenServer).
+    Vpc,
+    /// VHDX (Hyper-V).
+    Vhdx,
+    /// VirtualBox VDI.
+    Vdi,
 }
 
 /// Output formats accepted by `-O`.
@@ -84,6 +90,10 @@ pub enum OutputFormatArg {
     Raw,
     /// qcow2 (compat 1.1).
     Qcow2,
+    /// Fixed VHD, size rounded up to 1 MiB (Azure).
+    Vpc,
+    /// Dynamic VHDX (`-o cluster_size` sets the block size, default 32 MiB).
+    Vhdx,
 }
 
 /// Compression algorithms for `--compress`.

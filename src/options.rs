@@ -20,6 +20,9 @@ pub fn open_options(src: &SourceArgs, format: Option<InputFormat>) -> OpenOption
         format: format.map(|f| match f {
             InputFormat::Raw => Format::Raw,
             InputFormat::Qcow2 => Format::Qcow2,
+            InputFormat::Vpc => Format::Vhd,
+            InputFormat::Vhdx => Format::Vhdx,
+            InputFormat::Vdi => Format::Vdi,
         }),
         backing,
         max_chain_depth: src.max_chain_depth,

@@ -83,6 +83,8 @@ fn output_format(args: &ConvertArgs) -> OutputFormat {
     match args.output_format {
         Some(OutputFormatArg::Raw) => OutputFormat::Raw,
         Some(OutputFormatArg::Qcow2) => OutputFormat::Qcow2,
+        Some(OutputFormatArg::Vpc) => OutputFormat::Vhd,
+        Some(OutputFormatArg::Vhdx) => OutputFormat::Vhdx,
         None => OutputFormat::from_extension(&args.output).unwrap_or(OutputFormat::Qcow2),
     }
 }

@@ -4,6 +4,8 @@ use crate::error::{Error, Result};
 use crate::qcow2::Qcow2Writer;
 use crate::raw::RawWriter;
 use crate::sink::{ImageWriter, WriteOptions};
+use crate::vhd::VhdFixedWriter;
+use crate::vhdx::VhdxDynamicWriter;
 use serde::Serialize;
 use std::fs::File;
 use std::str::FromStr;
@@ -16,6 +18,10 @@ pub enum OutputFormat {
     Raw,
     /// qcow2, compat 1.1.
     Qcow2,
+    /// VHD (vpc), fixed, size rounded up to 1 MiB as Azure requires.
+    Vhd,
+    /// VHDX, dynamic.
+    Vhdx,
 }
 
 impl OutputFormat {
@@ -24,6 +30,8 @@ impl OutputFormat {
         match self {
             OutputFormat::Raw => "raw",
             OutputFormat::Qcow2 => "qcow2",
+            OutputFormat::Vhd => "vpc",
+            OutputFormat::Vhdx => "vhdx",
         }
     }
 
@@ -33,6 +41,8 @@ impl OutputFormat {
         match ext.as_str() {
             "qcow2" | "qcow" => Some(OutputFormat::Qcow2),
             "raw" | "img" | "bin" | "dd" => Some(OutputFormat::Raw),
+            "vhd" | "vpc" => Some(OutputFormat::Vhd),
+            "vhdx" => Some(OutputFormat::Vhdx),
             _ => None,
         }
     }
@@ -61,5 +71,7 @@ pub fn create_writer(
     Ok(match format {
         OutputFormat::Raw => Box::new(RawWriter::create(file, size, opts)?),
         OutputFormat::Qcow2 => Box::new(Qcow2Writer::create(file, size, opts)?),
+        OutputFormat::Vhd => Box::new(VhdFixedWriter::create(file, size, opts)?),
+        OutputFormat::Vhdx => Box::new(VhdxDynamicWriter::create(file, size, opts)?),
     })
 }

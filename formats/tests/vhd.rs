@@ -430,7 +430,7 @@ fn parent_locator_length_is_capped() {
 
 #[test]
 fn fixed_writer_output_reads_back_and_qemu_agrees() {
-    use v2x_formats::sink::{ChunkEncoder, ImageWriter, WriteOptions};
+    use v2x_formats::sink::{ImageWriter, WriteOptions};
     let dir = generate();
     let raw = std::fs::read(dir.path().join("pattern.raw")).unwrap();
     // An odd size: the writer rounds it up to a whole MiB.

@@ -487,7 +487,7 @@ fn write_fuzz_seeds() {
 
 #[test]
 fn dynamic_writer_output_reads_back_and_qemu_agrees() {
-    use v2x_formats::sink::{ChunkEncoder, ImageWriter, WriteOptions};
+    use v2x_formats::sink::{ImageWriter, WriteOptions};
     let dir = generate();
     let raw = std::fs::read(dir.path().join("pattern.raw")).unwrap();
     for bs in [MIB, 8 * MIB] {
