@@ -156,6 +156,10 @@ pub struct ConvertArgs {
     /// Replace OUTPUT if it exists.
     #[arg(long)]
     pub force: bool,
+    /// fsync the output (and its directory) before and after the final rename, so the
+    /// image survives a power loss. Off by default, as with qemu-img and cp.
+    #[arg(long)]
+    pub sync: bool,
     /// Worker threads for reading and compressing (default: number of CPUs).
     #[arg(short = 'j', long, value_name = "N")]
     pub threads: Option<usize>,

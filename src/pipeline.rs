@@ -73,7 +73,7 @@ fn convert_inner(args: &ConvertArgs, mode: Mode) -> Result<u8> {
         .with_context(|| format!("converting {} to {}", args.input.display(), args.output.display()))?;
 
     // Stage: finalize. Only a complete image ever gets the final name.
-    finalize(tmp, &args.output, args.force)?;
+    finalize(tmp, &args.output, args.force, args.sync)?;
     reporter.finish();
     report_done(&reporter, args, &info, out_format, &stats);
     Ok(exit::OK)
@@ -128,16 +128,24 @@ fn temp_output(output: &Path) -> Result<tempfile::NamedTempFile> {
     Ok(tmp)
 }
 
-/// Renames the finished temporary file to its final name and makes the rename durable.
-fn finalize(tmp: tempfile::NamedTempFile, output: &Path, force: bool) -> Result<()> {
+/// Renames the finished temporary file to its final name; with `sync`, makes
+/// the data and the rename durable.
+fn finalize(tmp: tempfile::NamedTempFile, output: &Path, force: bool, sync: bool) -> Result<()> {
+    if sync {
+        tmp.as_file()
+            .sync_all()
+            .with_context(|| format!("flushing {}", output.display()))?;
+    }
     if force {
         tmp.persist(output).map_err(|e| e.error)
     } else {
         tmp.persist_noclobber(output).map_err(|e| e.error)
     }
     .with_context(|| format!("renaming the finished image to {}", output.display()))?;
-    if let Ok(dir) = File::open(out_dir(output)) {
-        let _ = dir.sync_all();
+    if sync {
+        File::open(out_dir(output))
+            .and_then(|dir| dir.sync_all())
+            .with_context(|| format!("flushing the directory of {}", output.display()))?;
     }
     Ok(())
 }

@@ -115,7 +115,7 @@ fn write(raw: &str, out: &str, compression: Option<Compression>, level: Option<i
         for chunks in rx {
             let t = Instant::now();
             for chunk in chunks {
-                writer.write_chunk(chunk).unwrap();
+                writer.write_chunk(&chunk).unwrap();
             }
             write_time += t.elapsed().as_secs_f64();
         }

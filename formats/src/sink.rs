@@ -86,9 +86,10 @@ pub trait ImageWriter: Send {
     fn encoder(&self) -> Arc<dyn ChunkEncoder>;
 
     /// Stores one encoded chunk.
-    fn write_chunk(&mut self, chunk: EncodedChunk) -> Result<()>;
+    fn write_chunk(&mut self, chunk: &EncodedChunk) -> Result<()>;
 
-    /// Writes remaining metadata and flushes; the image is complete afterwards.
+    /// Writes remaining metadata; the image is complete afterwards. Making it
+    /// durable (fsync) is the caller's decision, not the writer's.
     fn finish(self: Box<Self>) -> Result<WriteSummary>;
 }
 

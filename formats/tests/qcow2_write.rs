@@ -103,7 +103,7 @@ fn write_pieces(path: &Path, size: u64, pieces: &[(u64, &[u8])], opts: &WriteOpt
         .map(|(off, data)| encoder.encode(*off, data.to_vec()).unwrap())
         .collect();
     for chunk in chunks {
-        writer.write_chunk(chunk).unwrap();
+        writer.write_chunk(&chunk).unwrap();
     }
     writer.finish().unwrap()
 }
@@ -444,15 +444,15 @@ fn rejects_chunks_out_of_order_or_misaligned() {
     )
     .unwrap();
     let enc = w.encoder();
-    w.write_chunk(enc.encode(MIB, vec![1; MIB as usize]).unwrap())
+    w.write_chunk(&enc.encode(MIB, vec![1; MIB as usize]).unwrap())
         .unwrap();
-    let back = w.write_chunk(enc.encode(0, vec![1; 65536]).unwrap());
+    let back = w.write_chunk(&enc.encode(0, vec![1; 65536]).unwrap());
     assert!(matches!(back, Err(Error::Invalid(_))));
-    let odd = w.write_chunk(enc.encode(3 * MIB + 512, vec![1; 65536]).unwrap());
+    let odd = w.write_chunk(&enc.encode(3 * MIB + 512, vec![1; 65536]).unwrap());
     assert!(matches!(odd, Err(Error::Invalid(_))));
-    let short = w.write_chunk(enc.encode(2 * MIB, vec![1; 1000]).unwrap());
+    let short = w.write_chunk(&enc.encode(2 * MIB, vec![1; 1000]).unwrap());
     assert!(matches!(short, Err(Error::Invalid(_))));
-    let past_end = w.write_chunk(enc.encode(4 * MIB - 65536, vec![1; 2 * 65536]).unwrap());
+    let past_end = w.write_chunk(&enc.encode(4 * MIB - 65536, vec![1; 2 * 65536]).unwrap());
     assert!(matches!(past_end, Err(Error::Invalid(_))));
 }
 

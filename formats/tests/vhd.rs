@@ -444,7 +444,7 @@ fn fixed_writer_output_reads_back_and_qemu_agrees() {
     for off in (0..size).step_by(step) {
         let end = (off + step as u64).min(size);
         let chunk = enc.encode(off, raw[off as usize..end as usize].to_vec()).unwrap();
-        w.write_chunk(chunk).unwrap();
+        w.write_chunk(&chunk).unwrap();
     }
     let summary = w.finish().unwrap();
     assert_eq!(summary.virtual_size, 40 << 20);

@@ -503,7 +503,7 @@ fn dynamic_writer_output_reads_back_and_qemu_agrees() {
         let step = w.cluster_size() as usize;
         for off in (0..raw.len()).step_by(step) {
             let end = (off + step).min(raw.len());
-            w.write_chunk(enc.encode(off as u64, raw[off..end].to_vec()).unwrap())
+            w.write_chunk(&enc.encode(off as u64, raw[off..end].to_vec()).unwrap())
                 .unwrap();
         }
         let summary = w.finish().unwrap();

@@ -74,11 +74,11 @@ _v2x() {
             fi
             case "${prev}" in
                 -f)
-                    COMPREPLY=($(compgen -W "raw qcow2" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi" -- "${cur}"))
                     return 0
                     ;;
                 -F)
-                    COMPREPLY=($(compgen -W "raw qcow2" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi" -- "${cur}"))
                     return 0
                     ;;
                 --allow-backing)
@@ -111,26 +111,26 @@ _v2x() {
             return 0
             ;;
         v2x__subcmd__convert)
-            opts="-f -O -o -c -p -q -j -h --source-format --output-format --option --compress --progress --json --quiet --force --threads --allow-backing --no-backing --max-chain-depth --allow-external-data --help"
+            opts="-f -O -o -c -p -q -j -h --source-format --output-format --option --compress --progress --json --quiet --force --sync --threads --allow-backing --no-backing --max-chain-depth --allow-external-data --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --source-format)
-                    COMPREPLY=($(compgen -W "raw qcow2" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "raw qcow2" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi" -- "${cur}"))
                     return 0
                     ;;
                 --output-format)
-                    COMPREPLY=($(compgen -W "raw qcow2" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx" -- "${cur}"))
                     return 0
                     ;;
                 -O)
-                    COMPREPLY=($(compgen -W "raw qcow2" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx" -- "${cur}"))
                     return 0
                     ;;
                 --option)
@@ -264,11 +264,11 @@ _v2x() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "raw qcow2" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "raw qcow2" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi" -- "${cur}"))
                     return 0
                     ;;
                 --allow-backing)

@@ -32,9 +32,14 @@ complete -c v2x -n "__fish_v2x_needs_command" -f -a "compare" -d 'Compare the gu
 complete -c v2x -n "__fish_v2x_needs_command" -f -a "completions" -d 'Print a shell completion script to standard output'
 complete -c v2x -n "__fish_v2x_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s f -l source-format -d 'Source format; detected from the image\'s magic when omitted' -r -f -a "raw\t'Plain disk bytes'
-qcow2\t'qcow2 v2/v3'"
+qcow2\t'qcow2 v2/v3'
+vpc\t'VHD (Virtual PC, Hyper-V gen 1, Azure, XenServer)'
+vhdx\t'VHDX (Hyper-V)'
+vdi\t'VirtualBox VDI'"
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s O -l output-format -d 'Output format; taken from OUTPUT\'s extension when omitted, else qcow2' -r -f -a "raw\t'Plain disk bytes, sparse'
-qcow2\t'qcow2 (compat 1.1)'"
+qcow2\t'qcow2 (compat 1.1)'
+vpc\t'Fixed VHD, size rounded up to 1 MiB (Azure)'
+vhdx\t'Dynamic VHDX (`-o cluster_size` sets the block size, default 32 MiB)'"
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s o -l option -d 'Output format options as key=value, comma-separated or repeated, like qemu-img: cluster_size=SIZE, compression_type=zlib|zstd, compression_level=N, preallocation=off|full' -r
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s c -l compress -d 'Compress the output (qcow2): `-c`, or `--compress=ALG`. ALG defaults to `-o compression_type`, else zlib' -r -f -a "zlib\t'Deflate; readable by every qemu'
 zstd\t'Zstandard; needs qemu 5.1 or later to read'"
@@ -45,11 +50,15 @@ complete -c v2x -n "__fish_v2x_using_subcommand convert" -s p -l progress -d 'Sh
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l json -d 'Print one JSON event per line on standard output: start, progress, done, error'
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s q -l quiet -d 'Print nothing but errors'
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l force -d 'Replace OUTPUT if it exists'
+complete -c v2x -n "__fish_v2x_using_subcommand convert" -l sync -d 'fsync the output (and its directory) before and after the final rename, so the image survives a power loss. Off by default, as with qemu-img and cp'
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l no-backing -d 'Refuse images that need a backing file'
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l allow-external-data -d 'Allow qcow2 images whose data lives in an external data file'
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c v2x -n "__fish_v2x_using_subcommand info" -s f -l format -d 'Image format; detected when omitted' -r -f -a "raw\t'Plain disk bytes'
-qcow2\t'qcow2 v2/v3'"
+qcow2\t'qcow2 v2/v3'
+vpc\t'VHD (Virtual PC, Hyper-V gen 1, Azure, XenServer)'
+vhdx\t'VHDX (Hyper-V)'
+vdi\t'VirtualBox VDI'"
 complete -c v2x -n "__fish_v2x_using_subcommand info" -l allow-backing -d 'Allow backing files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
 complete -c v2x -n "__fish_v2x_using_subcommand info" -l max-chain-depth -d 'Deepest backing chain to follow' -r
 complete -c v2x -n "__fish_v2x_using_subcommand info" -l json -d 'Print JSON instead of text'
@@ -58,9 +67,15 @@ complete -c v2x -n "__fish_v2x_using_subcommand info" -l no-backing -d 'Refuse i
 complete -c v2x -n "__fish_v2x_using_subcommand info" -l allow-external-data -d 'Allow qcow2 images whose data lives in an external data file'
 complete -c v2x -n "__fish_v2x_using_subcommand info" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c v2x -n "__fish_v2x_using_subcommand compare" -s f -d 'Format of the first image; detected when omitted' -r -f -a "raw\t'Plain disk bytes'
-qcow2\t'qcow2 v2/v3'"
+qcow2\t'qcow2 v2/v3'
+vpc\t'VHD (Virtual PC, Hyper-V gen 1, Azure, XenServer)'
+vhdx\t'VHDX (Hyper-V)'
+vdi\t'VirtualBox VDI'"
 complete -c v2x -n "__fish_v2x_using_subcommand compare" -s F -d 'Format of the second image; detected when omitted' -r -f -a "raw\t'Plain disk bytes'
-qcow2\t'qcow2 v2/v3'"
+qcow2\t'qcow2 v2/v3'
+vpc\t'VHD (Virtual PC, Hyper-V gen 1, Azure, XenServer)'
+vhdx\t'VHDX (Hyper-V)'
+vdi\t'VirtualBox VDI'"
 complete -c v2x -n "__fish_v2x_using_subcommand compare" -l allow-backing -d 'Allow backing files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
 complete -c v2x -n "__fish_v2x_using_subcommand compare" -l max-chain-depth -d 'Deepest backing chain to follow' -r
 complete -c v2x -n "__fish_v2x_using_subcommand compare" -s s -l strict -d 'Strict: images of different sizes differ, even if the extra part reads as zero'

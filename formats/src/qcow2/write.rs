@@ -378,8 +378,8 @@ impl ImageWriter for Qcow2Writer {
         self.encoder.clone()
     }
 
-    fn write_chunk(&mut self, chunk: EncodedChunk) -> Result<()> {
-        self.check_chunk(&chunk)?;
+    fn write_chunk(&mut self, chunk: &EncodedChunk) -> Result<()> {
+        self.check_chunk(chunk)?;
         let cs = self.geo.cluster_size();
         let per_l2 = self.geo.table_entries();
         let first_cluster = chunk.offset >> self.geo.cluster_bits;
@@ -424,7 +424,7 @@ impl ImageWriter for Qcow2Writer {
         let file_size = self.log.end();
         let header = self.header(reftable_offset, reftable_clusters)?;
         self.log.write_at(&header, 0)?;
-        self.log.sync()?;
+        self.log.flush()?;
         let mut notes = Vec::new();
         if self.geo.virtual_size != self.geo.source_size {
             notes.push(format!(

@@ -75,7 +75,7 @@ impl ImageWriter for RawWriter {
         })
     }
 
-    fn write_chunk(&mut self, chunk: EncodedChunk) -> Result<()> {
+    fn write_chunk(&mut self, chunk: &EncodedChunk) -> Result<()> {
         // Coalesce runs of plain clusters into single writes.
         let cs = RAW_GRANULE as usize;
         let mut i = 0;
@@ -104,9 +104,6 @@ impl ImageWriter for RawWriter {
     }
 
     fn finish(self: Box<Self>) -> Result<WriteSummary> {
-        self.file
-            .sync_all()
-            .map_err(|e| Error::io("flushing raw output", e))?;
         let file_size = self.file.metadata().map(|m| m.len()).unwrap_or(self.size);
         Ok(WriteSummary {
             virtual_size: self.size,

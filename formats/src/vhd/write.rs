@@ -146,7 +146,7 @@ impl ImageWriter for VhdFixedWriter {
         })
     }
 
-    fn write_chunk(&mut self, chunk: EncodedChunk) -> Result<()> {
+    fn write_chunk(&mut self, chunk: &EncodedChunk) -> Result<()> {
         let cs = GRANULE as usize;
         let mut i = 0;
         while i < chunk.clusters.len() {
@@ -178,9 +178,6 @@ impl ImageWriter for VhdFixedWriter {
         self.file
             .write_all_at(&footer, self.size)
             .map_err(|e| Error::io("writing the VHD footer", e))?;
-        self.file
-            .sync_all()
-            .map_err(|e| Error::io("flushing VHD output", e))?;
         let mut notes = Vec::new();
         if self.size != self.requested {
             notes.push(format!(

@@ -194,7 +194,7 @@ impl ImageWriter for VhdxDynamicWriter {
         })
     }
 
-    fn write_chunk(&mut self, chunk: EncodedChunk) -> Result<()> {
+    fn write_chunk(&mut self, chunk: &EncodedChunk) -> Result<()> {
         if chunk.offset % self.block_size != 0 {
             return Err(Error::invalid("VHDX chunk is not block aligned"));
         }
@@ -241,9 +241,6 @@ impl ImageWriter for VhdxDynamicWriter {
         self.file
             .set_len(self.next_block_at)
             .map_err(|e| Error::io("sizing VHDX output", e))?;
-        self.file
-            .sync_all()
-            .map_err(|e| Error::io("flushing VHDX output", e))?;
         Ok(WriteSummary {
             virtual_size: self.size,
             data_bytes: self.data_bytes,

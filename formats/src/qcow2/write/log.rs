@@ -92,12 +92,4 @@ impl HostLog {
             .write_all_at(bytes, offset)
             .map_err(|e| Error::io(format!("writing qcow2 output at {offset:#x}"), e))
     }
-
-    /// Flushes the buffer and makes the file durable.
-    pub(super) fn sync(&mut self) -> Result<()> {
-        self.flush()?;
-        self.file
-            .sync_all()
-            .map_err(|e| Error::io("flushing qcow2 output", e))
-    }
 }

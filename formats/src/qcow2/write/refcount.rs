@@ -216,7 +216,7 @@ mod tests {
                 refs.place_finished(&mut log).unwrap();
             }
             let (table_at, table_clusters) = refs.finish(&mut log).unwrap();
-            log.sync().unwrap();
+            log.flush().unwrap();
             let bytes = std::fs::read(&path).unwrap();
             let clusters = log.end() / 512;
             assert_eq!(bytes.len() as u64, clusters * 512);
