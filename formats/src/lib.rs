@@ -18,6 +18,7 @@ pub mod output;
 pub mod qcow2;
 pub mod raw;
 pub mod sink;
+pub mod vmdk;
 
 pub use block::{BlockSource, Extent, ExtentKind, ImageInfo};
 pub use detect::{detect, Format};

@@ -1,0 +1,272 @@
+//! Grain lookup for sparse extents: grain directory → grain table → grain.
+//!
+//! A lookup answers where a grain lives ([`GrainLoc`]) without reading it.
+//! Grain tables are read on demand and kept in a small bounded cache; the
+//! cache lock is never held during I/O. A damaged primary grain table is
+//! replaced by its redundant copy when the extent has one, with a note.
+
+use super::header::SECTOR;
+use crate::error::{check_limit, Error, Result};
+use crate::file::HostFile;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+/// Bytes of grain tables kept in one extent's cache.
+pub const MAX_GT_CACHE_BYTES: u64 = 16 << 20;
+/// Most grains a marker scan of a streamOptimized extent may find.
+pub const MAX_SCANNED_GRAINS: u64 = 1 << 22;
+
+/// A grain-table entry of 1 marks a grain that reads as zero. Sector 1 is
+/// always inside the header and descriptor, so 1 is never a real grain.
+pub const GTE_ZERO: u32 = 1;
+
+/// Where one grain lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrainLoc {
+    /// Not stored here: a parent (or zeros) answers.
+    Unallocated,
+    /// Stored as "reads as zero".
+    Zero,
+    /// Stored uncompressed at this byte offset of the extent file.
+    Plain(u64),
+    /// Stored compressed; the byte offset of its marker (or data, without markers).
+    Compressed(u64),
+}
+
+/// How an extent finds its grains.
+#[derive(Debug)]
+pub enum Directory {
+    /// A grain directory of grain-table sector offsets, with an optional redundant copy.
+    Tables {
+        /// The directory in use.
+        gd: Vec<u32>,
+        /// The redundant directory, used per table when a primary table is damaged.
+        rgd: Option<Vec<u32>>,
+    },
+    /// A grain → marker-offset list built by scanning a streamOptimized file, sorted by grain.
+    Scanned(Vec<(u64, u64)>),
+}
+
+/// Looks up grains of one sparse extent.
+#[derive(Debug)]
+pub struct GrainMap {
+    /// Grain size in bytes.
+    pub grain: u64,
+    /// Number of grains the extent's capacity covers.
+    pub grains: u64,
+    gtes_per_gt: u64,
+    compressed: bool,
+    file_len: u64,
+    dir: Directory,
+    cache: Mutex<GtCache>,
+    notes: Mutex<Vec<String>>,
+}
+
+#[derive(Debug, Default)]
+struct GtCache {
+    tables: HashMap<usize, Arc<[u32]>>,
+    order: VecDeque<usize>,
+    cap: usize,
+}
+
+impl GtCache {
+    fn insert(&mut self, k: usize, v: Arc<[u32]>) {
+        if self.tables.insert(k, v).is_none() {
+            self.order.push_back(k);
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.tables.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Reads `n` little-endian u32 entries at byte `offset`.
+pub fn read_u32_table(file: &HostFile, offset: u64, n: u64) -> Result<Vec<u32>> {
+    let bytes = file.read_vec(
+        offset,
+        usize::try_from(n * 4).map_err(|_| Error::invalid("table too large"))?,
+    )?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// Number of grain-directory entries needed to cover `grains` grains.
+pub fn gd_entries(grains: u64, gtes_per_gt: u64) -> u64 {
+    grains.div_ceil(gtes_per_gt)
+}
+
+impl GrainMap {
+    /// A map over `capacity` bytes with grains of `grain` bytes.
+    pub fn new(
+        grain: u64,
+        capacity: u64,
+        gtes_per_gt: u32,
+        compressed: bool,
+        file_len: u64,
+        dir: Directory,
+    ) -> Self {
+        let gt_bytes = u64::from(gtes_per_gt) * 4;
+        let cap = (MAX_GT_CACHE_BYTES / gt_bytes.max(1)).max(1) as usize;
+        GrainMap {
+            grain,
+            grains: capacity.div_ceil(grain),
+            gtes_per_gt: u64::from(gtes_per_gt),
+            compressed,
+            file_len,
+            dir,
+            cache: Mutex::new(GtCache {
+                cap,
+                ..GtCache::default()
+            }),
+            notes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Notes gathered while reading (redundant tables used).
+    pub fn notes(&self) -> Vec<String> {
+        self.notes.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    fn note(&self, s: String) {
+        if let Ok(mut n) = self.notes.lock() {
+            if !n.contains(&s) && n.len() < 16 {
+                n.push(s);
+            }
+        }
+    }
+
+    /// True when a grain-directory entry can point at a whole grain table.
+    pub fn gde_ok(gde: u32, gtes_per_gt: u32, file_len: u64) -> bool {
+        gde == 0 || {
+            let start = u64::from(gde) * SECTOR;
+            start + u64::from(gtes_per_gt) * 4 <= file_len
+        }
+    }
+
+    /// True when a grain-table entry can point at a grain of this file.
+    fn gte_ok(&self, gte: u32) -> bool {
+        gte <= GTE_ZERO || u64::from(gte) * SECTOR < self.file_len
+    }
+
+    /// Where grain `g` lives, and for how many grains from `g` (at most
+    /// `max`) the answer stays the same. Only holes span more than one grain,
+    /// so an empty disk maps quickly.
+    pub fn lookup_span(&self, file: &HostFile, g: u64, max: u64) -> Result<(GrainLoc, u64)> {
+        let max = max.max(1);
+        if g >= self.grains {
+            return Ok((GrainLoc::Unallocated, max));
+        }
+        let rest = (self.grains - g).min(max);
+        match &self.dir {
+            Directory::Scanned(list) => {
+                let i = list.partition_point(|e| e.0 < g);
+                match list.get(i) {
+                    Some(e) if e.0 == g => Ok((GrainLoc::Compressed(e.1), 1)),
+                    Some(e) => Ok((GrainLoc::Unallocated, (e.0 - g).min(rest))),
+                    None => Ok((GrainLoc::Unallocated, rest)),
+                }
+            }
+            Directory::Tables { gd, .. } => {
+                let gi = (g / self.gtes_per_gt) as usize;
+                if gd.get(gi).is_none_or(|e| *e == 0) {
+                    let to_end = self.gtes_per_gt - g % self.gtes_per_gt;
+                    return Ok((GrainLoc::Unallocated, to_end.min(rest)));
+                }
+                Ok((self.lookup(file, g)?, 1))
+            }
+        }
+    }
+
+    /// Where grain `g` lives.
+    pub fn lookup(&self, file: &HostFile, g: u64) -> Result<GrainLoc> {
+        if g >= self.grains {
+            return Ok(GrainLoc::Unallocated);
+        }
+        let (gd, rgd) = match &self.dir {
+            Directory::Scanned(list) => {
+                return Ok(match list.binary_search_by_key(&g, |e| e.0) {
+                    Ok(i) => GrainLoc::Compressed(list[i].1),
+                    Err(_) => GrainLoc::Unallocated,
+                });
+            }
+            Directory::Tables { gd, rgd } => (gd, rgd),
+        };
+        let gi = (g / self.gtes_per_gt) as usize;
+        let ti = (g % self.gtes_per_gt) as usize;
+        let Some(&gde) = gd.get(gi) else {
+            return Ok(GrainLoc::Unallocated);
+        };
+        if gde == 0 {
+            return Ok(GrainLoc::Unallocated);
+        }
+        let cached = self.cache.lock().ok().and_then(|c| c.tables.get(&gi).cloned());
+        let table = match cached {
+            Some(t) => t,
+            None => {
+                let t: Arc<[u32]> = self.read_gt(file, gi, gde, rgd.as_deref())?.into();
+                if let Ok(mut c) = self.cache.lock() {
+                    c.insert(gi, t.clone());
+                }
+                t
+            }
+        };
+        let gte = table[ti];
+        Ok(match gte {
+            0 => GrainLoc::Unallocated,
+            GTE_ZERO => GrainLoc::Zero,
+            s if self.compressed => GrainLoc::Compressed(u64::from(s) * SECTOR),
+            s => GrainLoc::Plain(u64::from(s) * SECTOR),
+        })
+    }
+
+    /// Reads grain table `gi`, falling back to the redundant copy when the
+    /// primary holds entries that point outside the file.
+    fn read_gt(&self, file: &HostFile, gi: usize, gde: u32, rgd: Option<&[u32]>) -> Result<Vec<u32>> {
+        let off = u64::from(gde) * SECTOR;
+        let primary = read_u32_table(file, off, self.gtes_per_gt);
+        let bad = match &primary {
+            Ok(t) => t.iter().position(|e| !self.gte_ok(*e)),
+            Err(_) => Some(0),
+        };
+        let Some(bad) = bad else { return primary };
+        if let Some(&rgde) = rgd.and_then(|r| r.get(gi)) {
+            if rgde != 0 && rgde != gde && Self::gde_ok(rgde, self.gtes_per_gt as u32, self.file_len) {
+                let t = read_u32_table(file, u64::from(rgde) * SECTOR, self.gtes_per_gt)?;
+                if t.iter().all(|e| self.gte_ok(*e)) {
+                    self.note(format!(
+                        "grain table {gi} at {off:#x} is damaged; used its redundant copy"
+                    ));
+                    return Ok(t);
+                }
+            }
+        }
+        primary?;
+        Err(Error::corrupt(
+            format!("grain table {gi} entry {bad} points past the end of the file"),
+            off + bad as u64 * 4,
+        ))
+    }
+}
+
+/// Validates a grain directory read from `file`; None when an entry is out of range.
+pub fn check_gd(gd: &[u32], gtes_per_gt: u32, file_len: u64) -> Option<usize> {
+    gd.iter()
+        .position(|e| !GrainMap::gde_ok(*e, gtes_per_gt, file_len))
+}
+
+/// Reads a grain directory of `entries` entries at sector `sector`, capped.
+pub fn read_gd(file: &HostFile, sector: u64, entries: u64) -> Result<Vec<u32>> {
+    check_limit(
+        "VMDK grain-directory entries",
+        entries,
+        super::header::MAX_GD_ENTRIES,
+    )?;
+    let off = sector
+        .checked_mul(SECTOR)
+        .ok_or_else(|| Error::corrupt("grain directory offset overflows", 0))?;
+    read_u32_table(file, off, entries)
+}
