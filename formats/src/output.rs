@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::qcow2::Qcow2Writer;
 use crate::raw::RawWriter;
 use crate::sink::{ImageWriter, WriteOptions};
+use crate::vmdk::VmdkWriter;
 use serde::Serialize;
 use std::fs::File;
 use std::str::FromStr;
@@ -16,6 +17,8 @@ pub enum OutputFormat {
     Raw,
     /// qcow2, compat 1.1.
     Qcow2,
+    /// VMDK, streamOptimized (what VMware imports from an OVA).
+    Vmdk,
 }
 
 impl OutputFormat {
@@ -24,6 +27,7 @@ impl OutputFormat {
         match self {
             OutputFormat::Raw => "raw",
             OutputFormat::Qcow2 => "qcow2",
+            OutputFormat::Vmdk => "vmdk",
         }
     }
 
@@ -33,6 +37,7 @@ impl OutputFormat {
         match ext.as_str() {
             "qcow2" | "qcow" => Some(OutputFormat::Qcow2),
             "raw" | "img" | "bin" | "dd" => Some(OutputFormat::Raw),
+            "vmdk" => Some(OutputFormat::Vmdk),
             _ => None,
         }
     }
@@ -44,8 +49,9 @@ impl FromStr for OutputFormat {
         match s {
             "raw" => Ok(OutputFormat::Raw),
             "qcow2" => Ok(OutputFormat::Qcow2),
+            "vmdk" => Ok(OutputFormat::Vmdk),
             other => Err(Error::unsupported(format!(
-                "output format '{other}' (this build writes raw and qcow2)"
+                "output format '{other}' (this build writes raw, qcow2 and vmdk)"
             ))),
         }
     }
@@ -61,5 +67,6 @@ pub fn create_writer(
     Ok(match format {
         OutputFormat::Raw => Box::new(RawWriter::create(file, size, opts)?),
         OutputFormat::Qcow2 => Box::new(Qcow2Writer::create(file, size, opts)?),
+        OutputFormat::Vmdk => Box::new(VmdkWriter::create(file, size, opts)?),
     })
 }

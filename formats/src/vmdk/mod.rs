@@ -51,7 +51,7 @@ enum Store {
     /// A byte range of a flat file.
     Flat(RawImage),
     /// A sparse extent.
-    Sparse(SparseExtent),
+    Sparse(Box<SparseExtent>),
 }
 
 /// One extent placed in the guest disk.
@@ -127,7 +127,7 @@ impl VmdkImage {
                     vec![Piece {
                         start: 0,
                         len,
-                        store: Store::Sparse(ext),
+                        store: Store::Sparse(Box::new(ext)),
                     }],
                 )
             }
@@ -261,7 +261,7 @@ fn open_extents(
                     Store::Flat(RawImage::slice(open_file()?, base, len)?)
                 }
                 ExtentType::Sparse | ExtentType::VmfsSparse => {
-                    Store::Sparse(open_sparse_extent(open_file()?)?)
+                    Store::Sparse(Box::new(open_sparse_extent(open_file()?)?))
                 }
                 ExtentType::SeSparse => return Err(Error::unsupported("VMDK seSparse extents")),
                 ExtentType::VmfsRdm => {

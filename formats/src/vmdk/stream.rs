@@ -107,13 +107,12 @@ pub fn inflate_grain(data: &[u8], out: &mut [u8], need: usize, at: u64) -> Resul
         // Output is full but the stream goes on: it inflates past one grain.
         let mut probe = [0u8; 1];
         let used = d.total_in() as usize;
-        if let Ok(_) = d.decompress(&data[used.min(data.len())..], &mut probe, FlushDecompress::Finish) {
-            if d.total_out() as usize > produced {
-                return Err(Error::corrupt(
-                    "compressed grain inflates past the grain size",
-                    at,
-                ));
-            }
+        let more = d.decompress(&data[used.min(data.len())..], &mut probe, FlushDecompress::Finish);
+        if more.is_ok() && d.total_out() as usize > produced {
+            return Err(Error::corrupt(
+                "compressed grain inflates past the grain size",
+                at,
+            ));
         }
     }
     if produced < need {
