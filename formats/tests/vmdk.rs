@@ -281,3 +281,413 @@ fn writer_handles_empty_and_odd_sized_disks() {
     let raw = qemu_raw(&out, "two-tables-back");
     assert_same_as_raw(src.as_ref(), &raw, "two tables");
 }
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+
+fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Writes `bytes` to a scratch file and opens it.
+fn open_bytes(name: &str, bytes: &[u8]) -> v2x_formats::Result<Box<dyn BlockSource>> {
+    let p = scratch(name);
+    std::fs::write(&p, bytes).unwrap();
+    open_image(&p, &OpenOptions::default())
+}
+
+/// The error of a result whose Ok side is not Debug.
+fn err<T>(r: v2x_formats::Result<T>) -> Error {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    }
+}
+
+fn read_all(src: &dyn BlockSource) -> Vec<u8> {
+    let mut v = vec![0u8; src.size() as usize];
+    src.read_at(0, &mut v).unwrap();
+    v
+}
+
+#[test]
+fn damaged_primary_grain_directory_falls_back_to_redundant() {
+    use v2x_formats::vmdk::field;
+    let dir = gen_dir();
+    let orig = std::fs::read(dir.join("monolithicSparse.vmdk")).unwrap();
+    let want = std::fs::read(qemu_raw(&dir.join("monolithicSparse.vmdk"), "gd-orig")).unwrap();
+    let gd = u64_at(&orig, field::GD_OFFSET) as usize * 512;
+    let rgd = u64_at(&orig, field::RGD_OFFSET) as usize * 512;
+    assert!(gd != 0 && rgd != 0 && gd != rgd, "qemu writes a redundant GD");
+
+    // Garbage in the primary directory.
+    let mut img = orig.clone();
+    img[gd..gd + 8].fill(0xff);
+    let src = open_bytes("bad-gd.vmdk", &img).unwrap();
+    assert_eq!(read_all(src.as_ref()), want);
+    let notes = src.info().notes;
+    assert!(notes.iter().any(|n| n.contains("redundant")), "{notes:?}");
+
+    // Garbage in one primary grain table: that table's redundant copy is used.
+    let mut img = orig.clone();
+    let gt = u32::from_le_bytes(img[gd..gd + 4].try_into().unwrap()) as usize * 512;
+    put_u32(&mut img, gt, 0x7fff_fff0);
+    let src = open_bytes("bad-gt.vmdk", &img).unwrap();
+    assert_eq!(read_all(src.as_ref()), want);
+    let notes = src.info().notes;
+    assert!(notes.iter().any(|n| n.contains("redundant copy")), "{notes:?}");
+
+    // Both copies damaged: a clean Corrupt error.
+    let mut img = orig.clone();
+    img[gd..gd + 8].fill(0xff);
+    img[rgd..rgd + 8].fill(0xff);
+    let e = err(open_bytes("bad-both.vmdk", &img));
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+}
+
+#[test]
+fn header_mutations_give_exact_error_kinds() {
+    use v2x_formats::vmdk::field;
+    let orig = std::fs::read(gen_dir().join("monolithicSparse.vmdk")).unwrap();
+    type Mutation = (&'static str, fn(&mut Vec<u8>), &'static str);
+    let cases: &[Mutation] = &[
+        ("version 9", |b| put_u32(b, field::VERSION, 9), "unsupported"),
+        ("grain size 3", |b| put_u64(b, field::GRAIN_SIZE, 3), "corrupt"),
+        (
+            "grain size 512 MiB",
+            |b| put_u64(b, field::GRAIN_SIZE, 1 << 20),
+            "limit-exceeded",
+        ),
+        (
+            "zero GTEs per GT",
+            |b| put_u32(b, field::GTES_PER_GT, 0),
+            "corrupt",
+        ),
+        (
+            "2^20 GTEs per GT",
+            |b| put_u32(b, field::GTES_PER_GT, 1 << 20),
+            "limit-exceeded",
+        ),
+        (
+            "capacity 2^60 sectors",
+            |b| put_u64(b, field::CAPACITY, 1 << 60),
+            "limit-exceeded",
+        ),
+        (
+            "descriptor 1 GiB",
+            |b| put_u64(b, field::DESCRIPTOR_SIZE, 1 << 21),
+            "limit-exceeded",
+        ),
+        (
+            "gd past end, no rgd",
+            |b| {
+                put_u64(b, field::GD_OFFSET, 1 << 40);
+                put_u64(b, field::RGD_OFFSET, 0);
+            },
+            "corrupt",
+        ),
+        (
+            "compressed with algorithm 9",
+            |b| {
+                put_u32(b, field::FLAGS, 0x10003);
+                b[field::COMPRESS_ALGORITHM] = 9;
+            },
+            "unsupported",
+        ),
+        (
+            "tiny grains: directory too large",
+            |b| {
+                put_u64(b, field::GRAIN_SIZE, 1);
+                put_u32(b, field::GTES_PER_GT, 1);
+                put_u64(b, field::CAPACITY, 1 << 34);
+            },
+            "limit-exceeded",
+        ),
+    ];
+    for (what, mutate, kind) in cases {
+        let mut img = orig.clone();
+        mutate(&mut img);
+        let t = std::time::Instant::now();
+        match open_bytes("mutated.vmdk", &img) {
+            Ok(_) => panic!("{what}: opened"),
+            Err(e) => assert_eq!(e.kind_name(), *kind, "{what}: {e}"),
+        }
+        assert!(t.elapsed().as_millis() < 500, "{what}: slow");
+    }
+}
+
+#[test]
+fn stream_without_directory_is_indexed_by_scanning() {
+    use v2x_formats::vmdk::field;
+    let dir = gen_dir();
+    let want = std::fs::read(dir.join("pattern.raw")).unwrap();
+    // qemu's streamOptimized keeps its GD in the header area; drop it.
+    let mut img = std::fs::read(dir.join("streamOptimized.vmdk")).unwrap();
+    put_u64(&mut img, field::GD_OFFSET, 0);
+    put_u64(&mut img, field::RGD_OFFSET, 0);
+    let src = open_bytes("scan-qemu.vmdk", &img).unwrap();
+    assert_eq!(read_all(src.as_ref()), want);
+    let notes = src.info().notes;
+    assert!(notes.iter().any(|n| n.contains("scanning")), "{notes:?}");
+
+    // VMware layout without its footer: GD_AT_END, GT/GD markers, then EOS.
+    let ours = scratch("scan-src.vmdk");
+    write_vmdk(open(&dir.join("pattern.raw")).as_ref(), &ours);
+    let mut img = std::fs::read(&ours).unwrap();
+    img.truncate(img.len() - 3 * 512);
+    img.extend_from_slice(&[0u8; 512]);
+    let src = open_bytes("scan-nofooter.vmdk", &img).unwrap();
+    assert_eq!(read_all(src.as_ref()), want);
+    assert!(src.info().notes.iter().any(|n| n.contains("scanning")));
+}
+
+/// A synthetic stream: header (GD_AT_END, no footer), grains in the given
+/// order (a later copy of a grain wins), then EOS.
+fn synthetic_stream(grains: &[(u64, Vec<u8>)], capacity: u64) -> Vec<u8> {
+    use std::io::Write;
+    let h = v2x_formats::vmdk::SparseHeader {
+        version: 3,
+        flags: 0x30001,
+        capacity: capacity / 512,
+        grain_sectors: 8,
+        descriptor_offset: 0,
+        descriptor_size: 0,
+        gtes_per_gt: 512,
+        rgd_offset: 0,
+        gd_offset: v2x_formats::vmdk::GD_AT_END,
+        overhead: 1,
+        compress_algorithm: 1,
+    };
+    let mut f = h.to_bytes().to_vec();
+    for (lba, data) in grains {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        let c = e.finish().unwrap();
+        f.extend_from_slice(&lba.to_le_bytes());
+        f.extend_from_slice(&(c.len() as u32).to_le_bytes());
+        f.extend_from_slice(&c);
+        f.resize(f.len().next_multiple_of(512), 0);
+    }
+    f.extend_from_slice(&[0u8; 512]);
+    f
+}
+
+#[test]
+fn stream_with_out_of_order_and_duplicate_grains() {
+    let g = |v: u8| vec![v; 4096];
+    let img = synthetic_stream(&[(16, g(3)), (0, g(1)), (8, g(9)), (8, g(2))], 20 << 10);
+    let src = open_bytes("ooo.vmdk", &img).unwrap();
+    let got = read_all(src.as_ref());
+    let mut want = [g(1), g(2), g(3)].concat();
+    want.resize(20 << 10, 0);
+    assert_eq!(got, want);
+    let map = src.map(0, 20 << 10).unwrap();
+    assert_eq!(map[0].kind, ExtentKind::Data);
+    assert_eq!(map[0].len, 12 << 10);
+    assert_eq!(map[1].kind, ExtentKind::Unallocated);
+
+    // A grain that inflates past its size is corrupt, not a big allocation.
+    let img = synthetic_stream(&[(0, vec![0u8; 1 << 20])], 20 << 10);
+    let src = open_bytes("bomb.vmdk", &img).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let e = src.read_at(0, &mut buf).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+}
+
+/// Copies the chain into a fresh directory so tests can edit it.
+fn chain_copy(tag: &str) -> PathBuf {
+    let d = scratch(tag);
+    std::fs::create_dir_all(&d).unwrap();
+    for i in 0..4 {
+        let n = format!("chain{i}.vmdk");
+        std::fs::copy(gen_dir().join(&n), d.join(&n)).unwrap();
+    }
+    d
+}
+
+#[test]
+fn chains_check_cid_depth_and_policy() {
+    let d = chain_copy("cid");
+    let p = d.join("chain1.vmdk");
+    let mut img = std::fs::read(&p).unwrap();
+    let at = img.windows(10).position(|w| w == b"parentCID=").unwrap() + 10;
+    img[at..at + 8].copy_from_slice(b"0badc0de");
+    std::fs::write(&p, &img).unwrap();
+    let src = open(&p);
+    let notes = src.info().notes;
+    assert!(notes.iter().any(|n| n.contains("parentCID")), "{notes:?}");
+    assert_eq!(
+        src.info()
+            .backing
+            .unwrap()
+            .details
+            .iter()
+            .find(|(k, _)| k == "cid")
+            .is_some(),
+        true
+    );
+
+    let top = gen_dir().join("chain3.vmdk");
+    let shallow = OpenOptions {
+        max_chain_depth: 2,
+        ..OpenOptions::default()
+    };
+    let e = err(open_image(&top, &shallow));
+    assert!(matches!(e, Error::LimitExceeded { .. }), "{e}");
+    let refuse = OpenOptions {
+        backing: v2x_formats::BackingPolicy::Refuse,
+        ..OpenOptions::default()
+    };
+    let e = err(open_image(&top, &refuse));
+    assert!(matches!(e, Error::Denied(_)), "{e}");
+    // The map names the layer that answered.
+    let map = open(&top).map(0, 5 << 20).unwrap();
+    let layers: std::collections::BTreeSet<u32> = map.iter().map(|e| e.layer).collect();
+    assert!(layers.len() >= 3, "{map:?}");
+}
+
+#[test]
+fn extents_may_not_escape_the_descriptor_directory() {
+    let d = scratch("escape");
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    std::fs::write(d.join("outside.bin"), vec![7u8; 4096]).unwrap();
+    let desc = d.join("sub/disk.vmdk");
+    std::fs::write(
+        &desc,
+        "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"../outside.bin\" 0\n",
+    )
+    .unwrap();
+    let e = err(open_image(&desc, &OpenOptions::default()));
+    assert!(matches!(e, Error::Denied(_)), "{e}");
+    let any = OpenOptions {
+        backing: v2x_formats::BackingPolicy::Any,
+        ..OpenOptions::default()
+    };
+    let src = open_image(&desc, &any).unwrap();
+    assert_eq!(read_all(src.as_ref()), vec![7u8; 4096]);
+}
+
+#[test]
+fn zero_and_readonly_extents() {
+    // qemu drops ZERO and RDONLY extents, so the expected bytes are spelled out.
+    let d = scratch("zero-extents");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("a.bin"), vec![1u8; 1024]).unwrap();
+    std::fs::write(d.join("b.bin"), [vec![9u8; 512], vec![2u8; 512]].concat()).unwrap();
+    let desc = d.join("d.vmdk");
+    std::fs::write(
+        &desc,
+        "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\
+         RW 2 FLAT \"a.bin\" 0\nRW 3 ZERO\nRDONLY 1 FLAT \"b.bin\" 1\nNOACCESS 1 FLAT \"a.bin\"\n",
+    )
+    .unwrap();
+    let src = open(&desc);
+    let want = [vec![1u8; 1024], vec![0u8; 1536], vec![2u8; 512], vec![0u8; 512]].concat();
+    assert_eq!(read_all(src.as_ref()), want);
+    let map = src.map(0, want.len() as u64).unwrap();
+    assert!(map
+        .iter()
+        .any(|e| e.kind == ExtentKind::Zero && e.start == 1024 && e.len >= 1536));
+    assert!(src.info().notes.iter().any(|n| n.contains("NOACCESS")));
+}
+
+/// Builds a COWD (vmfsSparse) delta of `sectors` sectors with 4 KiB grains:
+/// `grains` lists (grain index, content); content None writes a zero-grain entry.
+fn cowd(sectors: u32, grains: &[(u32, Option<u8>)]) -> Vec<u8> {
+    let gt_sectors = 4096 * 4 / 512;
+    let gd_entries = (sectors / 8).div_ceil(4096);
+    let mut f = vec![0u8; 512];
+    f[0..4].copy_from_slice(b"COWD");
+    put_u32(&mut f, 4, 1);
+    put_u32(&mut f, 8, 3);
+    put_u32(&mut f, 12, sectors);
+    put_u32(&mut f, 16, 8);
+    put_u32(&mut f, 20, 1);
+    put_u32(&mut f, 24, gd_entries);
+    let gt_at = 2u32;
+    f.resize(512 * (gt_at + gt_sectors) as usize, 0);
+    put_u32(&mut f, 512, gt_at);
+    for (g, content) in grains {
+        let entry = match content {
+            None => 1,
+            Some(v) => {
+                let at = (f.len() / 512) as u32;
+                f.extend_from_slice(&[*v; 4096]);
+                at
+            }
+        };
+        put_u32(&mut f, 512 * gt_at as usize + 4 * *g as usize, entry);
+    }
+    f
+}
+
+#[test]
+fn vmfs_sparse_delta_over_vmfs_base() {
+    let d = scratch("cowd");
+    std::fs::create_dir_all(&d).unwrap();
+    let base: Vec<u8> = (0..64u32 << 10).map(|i| (i / 4096) as u8 + 100).collect();
+    std::fs::write(d.join("base-flat.vmdk"), &base).unwrap();
+    std::fs::write(
+        d.join("base.vmdk"),
+        "# Disk DescriptorFile\nversion=1\nCID=aaaaaaaa\nparentCID=ffffffff\ncreateType=\"vmfs\"\n\
+         RW 128 VMFS \"base-flat.vmdk\"\nddb.adapterType = \"lsilogic\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("snap-delta.vmdk"),
+        cowd(128, &[(1, Some(0x11)), (3, None), (15, Some(0x22))]),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("snap.vmdk"),
+        "# Disk DescriptorFile\nversion=1\nCID=bbbbbbbb\nparentCID=aaaaaaaa\ncreateType=\"vmfsSparse\"\n\
+         parentFileNameHint=\"base.vmdk\"\nRW 128 VMFSSPARSE \"snap-delta.vmdk\"\n",
+    )
+    .unwrap();
+    let src = open(&d.join("snap.vmdk"));
+    let mut want = base.clone();
+    want[4096..8192].fill(0x11);
+    want[3 * 4096..4 * 4096].fill(0);
+    want[15 * 4096..].fill(0x22);
+    assert_eq!(read_all(src.as_ref()), want);
+    let info = src.info();
+    assert!(info.notes.is_empty(), "{:?}", info.notes);
+    assert_eq!(info.subformat.as_deref(), Some("vmfsSparse"));
+    let map = src.map(0, 64 << 10).unwrap();
+    assert_eq!((map[0].layer, map[0].kind), (1, ExtentKind::Data));
+    assert_eq!((map[1].start, map[1].layer), (4096, 0));
+    assert!(map
+        .iter()
+        .any(|e| e.kind == ExtentKind::Zero && e.start == 3 * 4096));
+}
+
+#[test]
+fn gt_cache_stays_bounded_and_reads_are_consistent_across_threads() {
+    use rayon::prelude::*;
+    let dir = gen_dir();
+    let src = open(&dir.join("big-2gb.vmdk"));
+    let raw = qemu_raw(&dir.join("big-2gb.vmdk"), "big-threads");
+    let theirs = open_image(
+        &raw,
+        &OpenOptions {
+            format: Some(Format::Raw),
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    // Many threads reading overlapping 1 MiB windows around the written data.
+    (0..64u64).into_par_iter().for_each(|i| {
+        let off = (2046 << 20) + i * (3 << 16);
+        let mut a = vec![0u8; 1 << 20];
+        let mut b = vec![0u8; 1 << 20];
+        src.read_at(off, &mut a).unwrap();
+        theirs.read_at(off, &mut b).unwrap();
+        assert!(a == b, "window {off:#x}");
+    });
+    assert!(v2x_formats::vmdk::MAX_GT_CACHE_BYTES <= 16 << 20);
+}

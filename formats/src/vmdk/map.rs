@@ -84,6 +84,16 @@ impl GtCache {
 
 /// Reads `n` little-endian u32 entries at byte `offset`.
 pub fn read_u32_table(file: &HostFile, offset: u64, n: u64) -> Result<Vec<u32>> {
+    // Check the range before allocating: the count came from the image.
+    if offset
+        .checked_add(n.saturating_mul(4))
+        .is_none_or(|end| end > file.len())
+    {
+        return Err(Error::corrupt(
+            format!("table of {n} entries at {offset:#x} lies past the end of the file"),
+            offset,
+        ));
+    }
     let bytes = file.read_vec(
         offset,
         usize::try_from(n * 4).map_err(|_| Error::invalid("table too large"))?,
@@ -269,4 +279,63 @@ pub fn read_gd(file: &HostFile, sector: u64, entries: u64) -> Result<Vec<u32>> {
         .checked_mul(SECTOR)
         .ok_or_else(|| Error::corrupt("grain directory offset overflows", 0))?;
     read_u32_table(file, off, entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gt_cache_is_bounded_by_max_gt_cache_bytes() {
+        let gd: Vec<u32> = (0..64).map(|i| 1 + i * 4).collect();
+        let file = HostFile::from_bytes("gt", vec![0u8; 512 * 300]);
+        // 4096-entry tables are 16 KiB, so the cache holds MAX_GT_CACHE_BYTES / 16 KiB of them.
+        let map = GrainMap::new(
+            512,
+            512 * 4096 * 64,
+            4096,
+            false,
+            file.len(),
+            Directory::Tables { gd, rgd: None },
+        );
+        let cap = (MAX_GT_CACHE_BYTES / (4096 * 4)) as usize;
+        assert_eq!(map.cache.lock().unwrap().cap, cap);
+        let mut c = GtCache {
+            cap: 3,
+            ..GtCache::default()
+        };
+        for k in 0..10 {
+            c.insert(k, vec![0u32; 4].into());
+        }
+        assert_eq!(c.tables.len(), 3);
+        assert!(c.tables.contains_key(&9) && !c.tables.contains_key(&0));
+        assert_eq!(map.lookup(&file, 5).unwrap(), GrainLoc::Unallocated);
+    }
+
+    #[test]
+    fn zero_grain_entry_and_out_of_range_entry() {
+        let mut bytes = vec![0u8; 512 * 4];
+        bytes[1024..1028].copy_from_slice(&GTE_ZERO.to_le_bytes());
+        bytes[1028..1032].copy_from_slice(&3u32.to_le_bytes());
+        bytes[1032..1036].copy_from_slice(&999u32.to_le_bytes());
+        let file = HostFile::from_bytes("gt", bytes);
+        let dir = Directory::Tables {
+            gd: vec![2],
+            rgd: None,
+        };
+        let map = GrainMap::new(512, 512 * 128, 128, false, file.len(), dir);
+        let e = map.lookup(&file, 0).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        let dir = Directory::Tables {
+            gd: vec![2],
+            rgd: None,
+        };
+        let mut ok = file.read_vec(0, 2048).unwrap();
+        ok[1032..1036].fill(0);
+        let file = HostFile::from_bytes("gt", ok);
+        let map = GrainMap::new(512, 512 * 128, 128, false, file.len(), dir);
+        assert_eq!(map.lookup(&file, 0).unwrap(), GrainLoc::Zero);
+        assert_eq!(map.lookup(&file, 1).unwrap(), GrainLoc::Plain(1536));
+        assert_eq!(map.lookup(&file, 2).unwrap(), GrainLoc::Unallocated);
+    }
 }

@@ -317,7 +317,9 @@ impl SparseExtent {
                     None => self.file.read_vec(fo + GRAIN_MARKER_LEN, size as usize)?.into(),
                 }
             } else {
-                (&span[rel..]).into()
+                span.get(rel..)
+                    .ok_or_else(|| Error::corrupt("grain lies past the end of the file", fo))?
+                    .into()
             };
             inflate_grain(&data, &mut out, need, fo)?;
             let ig = (at % grain) as usize;
