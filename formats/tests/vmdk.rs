@@ -309,6 +309,14 @@ fn err<T>(r: v2x_formats::Result<T>) -> Error {
     }
 }
 
+/// Asserts equal bytes, reporting the first difference instead of both buffers.
+fn same(a: &[u8], b: &[u8], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: length");
+    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+        panic!("{what}: first difference at {i:#x}: {} vs {}", a[i], b[i]);
+    }
+}
+
 fn read_all(src: &dyn BlockSource) -> Vec<u8> {
     let mut v = vec![0u8; src.size() as usize];
     src.read_at(0, &mut v).unwrap();
@@ -329,7 +337,7 @@ fn damaged_primary_grain_directory_falls_back_to_redundant() {
     let mut img = orig.clone();
     img[gd..gd + 8].fill(0xff);
     let src = open_bytes("bad-gd.vmdk", &img).unwrap();
-    assert_eq!(read_all(src.as_ref()), want);
+    same(&read_all(src.as_ref()), &want, "read");
     let notes = src.info().notes;
     assert!(notes.iter().any(|n| n.contains("redundant")), "{notes:?}");
 
@@ -338,7 +346,7 @@ fn damaged_primary_grain_directory_falls_back_to_redundant() {
     let gt = u32::from_le_bytes(img[gd..gd + 4].try_into().unwrap()) as usize * 512;
     put_u32(&mut img, gt, 0x7fff_fff0);
     let src = open_bytes("bad-gt.vmdk", &img).unwrap();
-    assert_eq!(read_all(src.as_ref()), want);
+    same(&read_all(src.as_ref()), &want, "read");
     let notes = src.info().notes;
     assert!(notes.iter().any(|n| n.contains("redundant copy")), "{notes:?}");
 
@@ -431,7 +439,7 @@ fn stream_without_directory_is_indexed_by_scanning() {
     put_u64(&mut img, field::GD_OFFSET, 0);
     put_u64(&mut img, field::RGD_OFFSET, 0);
     let src = open_bytes("scan-qemu.vmdk", &img).unwrap();
-    assert_eq!(read_all(src.as_ref()), want);
+    same(&read_all(src.as_ref()), &want, "read");
     let notes = src.info().notes;
     assert!(notes.iter().any(|n| n.contains("scanning")), "{notes:?}");
 
@@ -442,7 +450,7 @@ fn stream_without_directory_is_indexed_by_scanning() {
     img.truncate(img.len() - 3 * 512);
     img.extend_from_slice(&[0u8; 512]);
     let src = open_bytes("scan-nofooter.vmdk", &img).unwrap();
-    assert_eq!(read_all(src.as_ref()), want);
+    same(&read_all(src.as_ref()), &want, "read");
     assert!(src.info().notes.iter().any(|n| n.contains("scanning")));
 }
 
@@ -485,7 +493,7 @@ fn stream_with_out_of_order_and_duplicate_grains() {
     let got = read_all(src.as_ref());
     let mut want = [g(1), g(2), g(3)].concat();
     want.resize(20 << 10, 0);
-    assert_eq!(got, want);
+    same(&got, &want, "ooo");
     let map = src.map(0, 20 << 10).unwrap();
     assert_eq!(map[0].kind, ExtentKind::Data);
     assert_eq!(map[0].len, 12 << 10);
@@ -569,7 +577,7 @@ fn extents_may_not_escape_the_descriptor_directory() {
         ..OpenOptions::default()
     };
     let src = open_image(&desc, &any).unwrap();
-    assert_eq!(read_all(src.as_ref()), vec![7u8; 4096]);
+    same(&read_all(src.as_ref()), &[7u8; 4096], "outside");
 }
 
 #[test]
@@ -588,7 +596,7 @@ fn zero_and_readonly_extents() {
     .unwrap();
     let src = open(&desc);
     let want = [vec![1u8; 1024], vec![0u8; 1536], vec![2u8; 512], vec![0u8; 512]].concat();
-    assert_eq!(read_all(src.as_ref()), want);
+    same(&read_all(src.as_ref()), &want, "read");
     let map = src.map(0, want.len() as u64).unwrap();
     assert!(map
         .iter()
@@ -654,7 +662,7 @@ fn vmfs_sparse_delta_over_vmfs_base() {
     want[4096..8192].fill(0x11);
     want[3 * 4096..4 * 4096].fill(0);
     want[15 * 4096..].fill(0x22);
-    assert_eq!(read_all(src.as_ref()), want);
+    same(&read_all(src.as_ref()), &want, "read");
     let info = src.info();
     assert!(info.notes.is_empty(), "{:?}", info.notes);
     assert_eq!(info.subformat.as_deref(), Some("vmfsSparse"));
@@ -690,4 +698,22 @@ fn gt_cache_stays_bounded_and_reads_are_consistent_across_threads() {
         assert!(a == b, "window {off:#x}");
     });
     assert!(v2x_formats::vmdk::MAX_GT_CACHE_BYTES <= 16 << 20);
+}
+
+#[test]
+fn fuzz_seeds_read_as_designed() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let g = |v: u8| vec![v; 4096];
+    let src = open(&seeds.join("vmdk/tiny-sparse.vmdk"));
+    let want = [g(0x41), g(0), g(0), g(0x42), vec![0; 4 * 4096]].concat();
+    same(&read_all(src.as_ref()), &want, "read");
+    let first: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    let want = [first, g(b'B'), vec![0; 6 * 4096]].concat();
+    for name in ["vmdk/tiny-stream.vmdk", "vmdk/tiny-stream-nofooter.vmdk"] {
+        let src = open(&seeds.join(name));
+        same(&read_all(src.as_ref()), &want, name);
+    }
+    let src = open(&seeds.join("vmdk_cowd/tiny.cowd"));
+    let want = [g(b'C'), g(0), g(b'D'), vec![0; 5 * 4096]].concat();
+    same(&read_all(src.as_ref()), &want, "read");
 }
