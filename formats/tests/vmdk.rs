@@ -766,3 +766,32 @@ fn mutated_images_never_panic() {
         assert!(t.elapsed().as_secs() < 2, "mutation {i} took {:?}", t.elapsed());
     }
 }
+
+/// Measures read throughput of `V2X_VMDK_BENCH` (an image path) with 8
+/// threads issuing 1 MiB reads, and of writing it back as streamOptimized.
+/// Opt-in: `--ignored`.
+#[test]
+#[ignore = "benchmark; set V2X_VMDK_BENCH=/path/to/image"]
+fn read_throughput() {
+    use rayon::prelude::*;
+    let path = PathBuf::from(std::env::var("V2X_VMDK_BENCH").expect("V2X_VMDK_BENCH"));
+    let src = open(&path);
+    let size = src.size();
+    let t = std::time::Instant::now();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(8).build().unwrap();
+    pool.install(|| {
+        (0..size.div_ceil(1 << 20)).into_par_iter().for_each(|i| {
+            let off = i << 20;
+            let mut buf = vec![0u8; (size - off).min(1 << 20) as usize];
+            src.read_at(off, &mut buf).unwrap();
+        })
+    });
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!("read {} MiB in {secs:.2}s: {:.0} MiB/s", size >> 20, (size >> 20) as f64 / secs);
+    let out = scratch("bench-out.vmdk");
+    let t = std::time::Instant::now();
+    pool.install(|| write_vmdk(src.as_ref(), &out));
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!("wrote streamOptimized in {secs:.2}s: {:.0} MiB/s", (size >> 20) as f64 / secs);
+    let _ = std::fs::remove_file(out);
+}

@@ -7,7 +7,10 @@
 //! Grains are compressed by the encoder on the copier's worker threads;
 //! `write_chunk` only appends. Memory is the grain directory plus one grain
 //! table. The CID is a CRC-32 of the stored grains, so output bytes depend
-//! only on the disk's content. The extent name in the descriptor is always
+//! only on the disk's content. Like VMware's exporters, the extent line is
+//! RDONLY, and grain tables that would be all zero are left out (their
+//! directory entry is 0, as VirtualBox does for empty disks; qemu and
+//! VMware read both). The extent name in the descriptor is always
 //! "disk.vmdk" (readers ignore it for a monolithic stream, and a fixed name
 //! keeps the output independent of the file name).
 
@@ -236,7 +239,7 @@ impl VmdkWriter {
         format!(
             "# Disk DescriptorFile\nversion=1\nCID={cid:08x}\nparentCID=ffffffff\n\
              createType=\"streamOptimized\"\n\n# Extent description\n\
-             RW {sectors} SPARSE \"disk.vmdk\"\n\n# The Disk Data Base\n#DDB\n\n\
+             RDONLY {sectors} SPARSE \"disk.vmdk\"\n\n# The Disk Data Base\n#DDB\n\n\
              ddb.adapterType = \"lsilogic\"\nddb.geometry.cylinders = \"{cylinders}\"\n\
              ddb.geometry.heads = \"255\"\nddb.geometry.sectors = \"63\"\n\
              ddb.virtualHWVersion = \"4\"\n"
