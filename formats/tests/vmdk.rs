@@ -254,7 +254,7 @@ fn writer_output_is_valid_deterministic_and_exact() {
 #[test]
 fn writer_handles_empty_and_odd_sized_disks() {
     let dir = gen_dir();
-    // An all-zero disk stores no grains and no grain tables.
+    // An all-zero disk stores no grains, only (empty) grain tables.
     let empty = scratch("empty.raw");
     std::fs::File::create(&empty).unwrap().set_len(3 << 20).unwrap();
     let src = open(&empty);
@@ -752,7 +752,11 @@ fn mutated_images_never_panic() {
         let mut b = base.clone();
         for _ in 0..1 + rnd() % 4 {
             // Mostly the first sectors (header, descriptor, tables), sometimes anywhere.
-            let span = if rnd() % 4 == 0 { b.len() } else { b.len().min(8192) };
+            let span = if rnd() % 4 == 0 {
+                b.len()
+            } else {
+                b.len().min(8192)
+            };
             let at = (rnd() % span as u64) as usize;
             match rnd() % 4 {
                 0 => b[at] ^= 1 << (rnd() % 8),
@@ -787,11 +791,18 @@ fn read_throughput() {
         })
     });
     let secs = t.elapsed().as_secs_f64();
-    eprintln!("read {} MiB in {secs:.2}s: {:.0} MiB/s", size >> 20, (size >> 20) as f64 / secs);
+    eprintln!(
+        "read {} MiB in {secs:.2}s: {:.0} MiB/s",
+        size >> 20,
+        (size >> 20) as f64 / secs
+    );
     let out = scratch("bench-out.vmdk");
     let t = std::time::Instant::now();
     pool.install(|| write_vmdk(src.as_ref(), &out));
     let secs = t.elapsed().as_secs_f64();
-    eprintln!("wrote streamOptimized in {secs:.2}s: {:.0} MiB/s", (size >> 20) as f64 / secs);
+    eprintln!(
+        "wrote streamOptimized in {secs:.2}s: {:.0} MiB/s",
+        (size >> 20) as f64 / secs
+    );
     let _ = std::fs::remove_file(out);
 }

@@ -8,9 +8,8 @@
 //! `write_chunk` only appends. Memory is the grain directory plus one grain
 //! table. The CID is a CRC-32 of the stored grains, so output bytes depend
 //! only on the disk's content. Like VMware's exporters, the extent line is
-//! RDONLY, and grain tables that would be all zero are left out (their
-//! directory entry is 0, as VirtualBox does for empty disks; qemu and
-//! VMware read both). The extent name in the descriptor is always
+//! RDONLY and every grain table is written, empty ones included (2.5 KiB
+//! per 32 MiB of disk). The extent name in the descriptor is always
 //! "disk.vmdk" (readers ignore it for a monolithic stream, and a fixed name
 //! keeps the output independent of the file name).
 
@@ -181,21 +180,21 @@ impl VmdkWriter {
         Ok(())
     }
 
-    /// Writes out finished grain tables until table `upto` is the current one.
+    /// Writes out finished grain tables (with their markers) until table `upto` is the current one.
     fn advance_tables(&mut self, upto: u64) -> Result<()> {
         while self.gt_index < upto {
-            if self.gt.iter().any(|e| *e != 0) {
-                let table_sectors = GTES_PER_GT * 4 / SECTOR;
-                self.buf
-                    .extend_from_slice(&Marker::metadata_sector(table_sectors, MARKER_GT));
-                let at = self.sector()?;
-                for e in &self.gt {
-                    self.buf.extend_from_slice(&e.to_le_bytes());
-                }
-                self.gd[self.gt_index as usize] = at;
-                self.gt.fill(0);
+            // Every table is written, empty ones too, as VMware's exporters do.
+            let table_sectors = GTES_PER_GT * 4 / SECTOR;
+            self.buf
+                .extend_from_slice(&Marker::metadata_sector(table_sectors, MARKER_GT));
+            let at = self.sector()?;
+            for e in &self.gt {
+                self.buf.extend_from_slice(&e.to_le_bytes());
             }
+            self.gd[self.gt_index as usize] = at;
+            self.gt.fill(0);
             self.gt_index += 1;
+            self.flush(false)?;
         }
         Ok(())
     }
