@@ -58,19 +58,36 @@ pub struct GrainMap {
     compressed: bool,
     file_len: u64,
     dir: Directory,
-    cache: Mutex<GtCache>,
+    cache: Mutex<TableCache<u32>>,
     notes: Mutex<Vec<String>>,
 }
 
-#[derive(Debug, Default)]
-struct GtCache {
-    tables: HashMap<usize, Arc<[u32]>>,
+/// A bounded cache of grain tables, evicting the oldest first. The lock
+/// around it is only ever held for a lookup or an insert, never during I/O.
+#[derive(Debug)]
+pub(super) struct TableCache<T> {
+    tables: HashMap<usize, Arc<[T]>>,
     order: VecDeque<usize>,
     cap: usize,
 }
 
-impl GtCache {
-    fn insert(&mut self, k: usize, v: Arc<[u32]>) {
+impl<T> TableCache<T> {
+    /// A cache holding at most `cap` tables (at least one).
+    pub(super) fn new(cap: usize) -> Self {
+        TableCache {
+            tables: HashMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// The cached table `k`.
+    pub(super) fn get(&self, k: usize) -> Option<Arc<[T]>> {
+        self.tables.get(&k).cloned()
+    }
+
+    /// Caches table `k`, evicting the oldest beyond the cap.
+    pub(super) fn insert(&mut self, k: usize, v: Arc<[T]>) {
         if self.tables.insert(k, v).is_none() {
             self.order.push_back(k);
             while self.order.len() > self.cap {
@@ -128,10 +145,7 @@ impl GrainMap {
             compressed,
             file_len,
             dir,
-            cache: Mutex::new(GtCache {
-                cap,
-                ..GtCache::default()
-            }),
+            cache: Mutex::new(TableCache::new(cap)),
             notes: Mutex::new(Vec::new()),
         }
     }
@@ -213,7 +227,7 @@ impl GrainMap {
         if gde == 0 {
             return Ok(GrainLoc::Unallocated);
         }
-        let cached = self.cache.lock().ok().and_then(|c| c.tables.get(&gi).cloned());
+        let cached = self.cache.lock().ok().and_then(|c| c.get(gi));
         let table = match cached {
             Some(t) => t,
             None => {
@@ -300,10 +314,7 @@ mod tests {
         );
         let cap = (MAX_GT_CACHE_BYTES / (4096 * 4)) as usize;
         assert_eq!(map.cache.lock().unwrap().cap, cap);
-        let mut c = GtCache {
-            cap: 3,
-            ..GtCache::default()
-        };
+        let mut c = TableCache::new(3);
         for k in 0..10 {
             c.insert(k, vec![0u32; 4].into());
         }

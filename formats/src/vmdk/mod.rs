@@ -17,11 +17,13 @@
 //!   the end of the file) is replaced by its redundant copy, with a note.
 //! - A streamOptimized extent with no usable grain directory is indexed by
 //!   scanning its grain markers, with a note.
-//! - seSparse extents and raw device mappings are refused as unsupported.
+//! - seSparse extents with a journal pending replay, and raw device
+//!   mappings, are refused as unsupported.
 
 pub mod descriptor;
 pub mod header;
 mod map;
+mod sesparse;
 mod sparse;
 mod stream;
 mod write;
@@ -32,6 +34,7 @@ pub use header::{
     MAX_GD_ENTRIES, MAX_GRAIN_SIZE, MAX_GTES_PER_GT, SECTOR,
 };
 pub use map::{MAX_GT_CACHE_BYTES, MAX_SCANNED_GRAINS};
+pub use sesparse::{se_field, SeSparseExtent, MAX_SESPARSE_GD_ENTRIES, SESPARSE_MAGIC};
 pub use sparse::SparseExtent;
 pub use write::VmdkWriter;
 
@@ -52,6 +55,8 @@ enum Store {
     Flat(RawImage),
     /// A sparse extent.
     Sparse(Box<SparseExtent>),
+    /// An ESXi seSparse extent.
+    SeSparse(Box<SeSparseExtent>),
 }
 
 /// One extent placed in the guest disk.
@@ -135,6 +140,7 @@ impl VmdkImage {
         let size = pieces.last().map_or(0, |p| p.start + p.len);
         let grain = pieces.iter().find_map(|p| match &p.store {
             Store::Sparse(s) => Some(s.grain_size()),
+            Store::SeSparse(s) => Some(s.grain_size()),
             _ => None,
         });
         let mut details = Vec::new();
@@ -263,7 +269,7 @@ fn open_extents(
                 ExtentType::Sparse | ExtentType::VmfsSparse => {
                     Store::Sparse(Box::new(open_sparse_extent(open_file()?)?))
                 }
-                ExtentType::SeSparse => return Err(Error::unsupported("VMDK seSparse extents")),
+                ExtentType::SeSparse => Store::SeSparse(Box::new(SeSparseExtent::open(open_file()?)?)),
                 ExtentType::VmfsRdm => {
                     return Err(Error::unsupported("VMDK raw device mapping extents (VMFSRDM)"))
                 }
@@ -291,11 +297,20 @@ impl BlockSource for VmdkImage {
             match &p.store {
                 Store::Zero => sub.fill(0),
                 Store::Flat(r) => r.read_at(rel, sub)?,
-                Store::Sparse(x) => {
+                Store::Sparse(_) | Store::SeSparse(_) => {
                     // Past the extent's own capacity the descriptor still covers it: holes.
-                    let inside = x.capacity().saturating_sub(rel).min(sub.len() as u64) as usize;
+                    let cap = match &p.store {
+                        Store::Sparse(x) => x.capacity(),
+                        Store::SeSparse(x) => x.capacity(),
+                        _ => 0,
+                    };
+                    let inside = cap.saturating_sub(rel).min(sub.len() as u64) as usize;
                     let mut holes = Vec::new();
-                    x.read(rel, &mut sub[..inside], &mut holes)?;
+                    match &p.store {
+                        Store::Sparse(x) => x.read(rel, &mut sub[..inside], &mut holes)?,
+                        Store::SeSparse(x) => x.read(rel, &mut sub[..inside], &mut holes)?,
+                        _ => {}
+                    }
                     if inside < sub.len() {
                         holes.push((inside, sub.len() - inside));
                     }
@@ -330,6 +345,11 @@ impl BlockSource for VmdkImage {
                     }
                 }
                 Store::Sparse(x) => {
+                    let inside = x.capacity().saturating_sub(rel).min(e - s);
+                    x.map_into(rel, inside, &mut runs)?;
+                    runs.push((e - s - inside, ExtentKind::Unallocated));
+                }
+                Store::SeSparse(x) => {
                     let inside = x.capacity().saturating_sub(rel).min(e - s);
                     x.map_into(rel, inside, &mut runs)?;
                     runs.push((e - s - inside, ExtentKind::Unallocated));
