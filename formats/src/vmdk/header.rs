@@ -148,9 +148,9 @@ impl SparseHeader {
             MAX_GTES_PER_GT,
         )?;
         check_limit(
-            "VMDK extent capacity",
-            h.capacity.saturating_mul(SECTOR),
-            MAX_EXTENT_CAPACITY,
+            "VMDK extent capacity (sectors)",
+            h.capacity,
+            MAX_EXTENT_CAPACITY / SECTOR,
         )?;
         if h.compressed() && h.compress_algorithm != COMPRESS_DEFLATE {
             return Err(Error::unsupported(format!(

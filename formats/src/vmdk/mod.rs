@@ -167,7 +167,13 @@ impl VmdkImage {
             }
             if let Some(hint) = &d.parent_hint {
                 details.push(("parent file name hint".into(), hint.clone()));
-                let p = opener.open_backing(&path, hint, None, depth)?;
+                let name = local_parent_name(&path, hint);
+                if name != *hint {
+                    notes.push(format!(
+                        "parent '{hint}' is not on this host; used '{name}' next to this disk"
+                    ));
+                }
+                let p = opener.open_backing(&path, &name, None, depth)?;
                 let pinfo = p.info();
                 let pcid = pinfo
                     .details
@@ -222,6 +228,25 @@ impl VmdkImage {
     fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &Piece> {
         let first = self.pieces.partition_point(|p| p.start + p.len <= start);
         self.pieces[first..].iter().take_while(move |p| p.start < end)
+    }
+}
+
+/// The parent file to open for `hint`. ESXi and Windows hosts write
+/// absolute paths ("/vmfs/volumes/...", "C:\\VMs\\..."); when that path
+/// does not exist here but a file of the same name sits next to the child,
+/// that file is the parent (the usual state after copying a VM's folder).
+/// The opener still applies the backing policy to the result.
+fn local_parent_name(child: &Path, hint: &str) -> String {
+    let foreign = hint.contains('\\') || (Path::new(hint).is_absolute() && !Path::new(hint).exists());
+    if !foreign {
+        return hint.to_string();
+    }
+    let base = hint.rsplit(['/', '\\']).next().unwrap_or(hint);
+    let dir = child.parent().unwrap_or(Path::new("."));
+    if !base.is_empty() && dir.join(base).is_file() {
+        base.to_string()
+    } else {
+        hint.to_string()
     }
 }
 

@@ -55,7 +55,8 @@ fn vmfs_sparse_delta_over_vmfs_base() {
     std::fs::write(
         d.join("snap.vmdk"),
         "# Disk DescriptorFile\nversion=1\nCID=bbbbbbbb\nparentCID=aaaaaaaa\ncreateType=\"vmfsSparse\"\n\
-         parentFileNameHint=\"base.vmdk\"\nRW 128 VMFSSPARSE \"snap-delta.vmdk\"\n",
+         parentFileNameHint=\"/vmfs/volumes/datastore1/vm/base.vmdk\"\n\
+         RW 128 VMFSSPARSE \"snap-delta.vmdk\"\n",
     )
     .unwrap();
     let src = open(&d.join("snap.vmdk"));
@@ -65,7 +66,12 @@ fn vmfs_sparse_delta_over_vmfs_base() {
     want[15 * 4096..].fill(0x22);
     same(&read_all(src.as_ref()), &want, "read");
     let info = src.info();
-    assert!(info.notes.is_empty(), "{:?}", info.notes);
+    // ESXi writes the parent's datastore path; the copy next to the delta is used.
+    assert!(
+        info.notes.len() == 1 && info.notes[0].contains("not on this host"),
+        "{:?}",
+        info.notes
+    );
     assert_eq!(info.subformat.as_deref(), Some("vmfsSparse"));
     let map = src.map(0, 64 << 10).unwrap();
     assert_eq!((map[0].layer, map[0].kind), (1, ExtentKind::Data));
