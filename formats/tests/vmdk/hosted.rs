@@ -206,7 +206,10 @@ fn chains_check_cid_depth_and_policy() {
     let p = d.join("chain1.vmdk");
     let mut img = std::fs::read(&p).unwrap();
     let at = img.windows(10).position(|w| w == b"parentCID=").unwrap() + 10;
-    img[at..at + 8].copy_from_slice(b"0badc0de");
+    // qemu writes CIDs without leading zeros: overwrite the digits only.
+    let len = img[at..].iter().position(|b| *b == b'\n').unwrap();
+    let bad = if img[at] == b'1' { b'2' } else { b'1' };
+    img[at..at + len].fill(bad);
     std::fs::write(&p, &img).unwrap();
     let src = open(&p);
     let notes = src.info().notes;

@@ -24,6 +24,7 @@ pub fn run(tool: &str, args: &[&str]) -> String {
 pub fn gen_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        remove_stale_dirs();
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vmdk-gen-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/gen-vmdk.sh");
@@ -32,6 +33,26 @@ pub fn gen_dir() -> &'static Path {
     })
 }
 
+/// Removes the generated and scratch directories of earlier test runs
+/// (named after their process id) whose process has exited.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("vmdk-gen-")
+            .or_else(|| name.strip_prefix("vmdk-scratch-"));
+        if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// A path in this process's scratch directory.
 pub fn scratch(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vmdk-scratch-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
