@@ -200,51 +200,48 @@ impl GrainMap {
                     let to_end = self.gtes_per_gt - g % self.gtes_per_gt;
                     return Ok((GrainLoc::Unallocated, to_end.min(rest)));
                 }
-                Ok((self.lookup(file, g)?, 1))
+                let table = self.table(file, gi, gd, rgd_of(&self.dir))?;
+                let ti = (g % self.gtes_per_gt) as usize;
+                let loc = self.decode(table[ti]);
+                if !matches!(loc, GrainLoc::Unallocated | GrainLoc::Zero) {
+                    return Ok((loc, 1));
+                }
+                // Runs of holes or zero grains inside one table answer at once.
+                let limit = (table.len() - ti).min(rest as usize);
+                let same = table[ti..ti + limit]
+                    .iter()
+                    .take_while(|e| self.decode(**e) == loc)
+                    .count();
+                Ok((loc, same.max(1) as u64))
             }
         }
     }
 
-    /// Where grain `g` lives.
-    pub fn lookup(&self, file: &HostFile, g: u64) -> Result<GrainLoc> {
-        if g >= self.grains {
-            return Ok(GrainLoc::Unallocated);
-        }
-        let (gd, rgd) = match &self.dir {
-            Directory::Scanned(list) => {
-                return Ok(match list.binary_search_by_key(&g, |e| e.0) {
-                    Ok(i) => GrainLoc::Compressed(list[i].1),
-                    Err(_) => GrainLoc::Unallocated,
-                });
-            }
-            Directory::Tables { gd, rgd } => (gd, rgd),
-        };
-        let gi = (g / self.gtes_per_gt) as usize;
-        let ti = (g % self.gtes_per_gt) as usize;
-        let Some(&gde) = gd.get(gi) else {
-            return Ok(GrainLoc::Unallocated);
-        };
-        if gde == 0 {
-            return Ok(GrainLoc::Unallocated);
-        }
-        let cached = self.cache.lock().ok().and_then(|c| c.get(gi));
-        let table = match cached {
-            Some(t) => t,
-            None => {
-                let t: Arc<[u32]> = self.read_gt(file, gi, gde, rgd.as_deref())?.into();
-                if let Ok(mut c) = self.cache.lock() {
-                    c.insert(gi, t.clone());
-                }
-                t
-            }
-        };
-        let gte = table[ti];
-        Ok(match gte {
+    fn decode(&self, gte: u32) -> GrainLoc {
+        match gte {
             0 => GrainLoc::Unallocated,
             GTE_ZERO => GrainLoc::Zero,
             s if self.compressed => GrainLoc::Compressed(u64::from(s) * SECTOR),
             s => GrainLoc::Plain(u64::from(s) * SECTOR),
-        })
+        }
+    }
+
+    /// Grain table `gi` (whose directory entry is non-zero), from the cache or the file.
+    fn table(&self, file: &HostFile, gi: usize, gd: &[u32], rgd: Option<&[u32]>) -> Result<Arc<[u32]>> {
+        if let Some(t) = self.cache.lock().ok().and_then(|c| c.get(gi)) {
+            return Ok(t);
+        }
+        let t: Arc<[u32]> = self.read_gt(file, gi, gd[gi], rgd)?.into();
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(gi, t.clone());
+        }
+        Ok(t)
+    }
+
+    /// Where grain `g` lives.
+    #[cfg(test)]
+    pub fn lookup(&self, file: &HostFile, g: u64) -> Result<GrainLoc> {
+        self.lookup_span(file, g, 1).map(|(loc, _)| loc)
     }
 
     /// Reads grain table `gi`, falling back to the redundant copy when the
@@ -273,6 +270,13 @@ impl GrainMap {
             format!("grain table {gi} entry {bad} points past the end of the file"),
             off + bad as u64 * 4,
         ))
+    }
+}
+
+fn rgd_of(dir: &Directory) -> Option<&[u32]> {
+    match dir {
+        Directory::Tables { rgd, .. } => rgd.as_deref(),
+        Directory::Scanned(_) => None,
     }
 }
 
