@@ -209,3 +209,45 @@ fn mutated_images_never_panic() {
         assert!(t.elapsed().as_secs() < 2, "mutation {i} took {:?}", t.elapsed());
     }
 }
+
+#[test]
+fn large_sparse_output_maps_quickly() {
+    use v2x_formats::{create_writer, OutputFormat, WriteOptions};
+    // 64 GiB with one chunk of data: the copier skips holes, so the writer
+    // sees a single chunk and must fill in 2048 (empty) grain tables.
+    let size = 64u64 << 30;
+    let out = scratch("large-sparse.vmdk");
+    let file = std::fs::File::create(&out).unwrap();
+    let mut w = create_writer(OutputFormat::Vmdk, file, size, &WriteOptions::default()).unwrap();
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    let chunk = w.encoder().encode(40 << 30, data.clone()).unwrap();
+    w.write_chunk(chunk).unwrap();
+    w.finish().unwrap();
+    run("qemu-img", &["check", out.to_str().unwrap()]);
+    let src = open(&out);
+    let t = std::time::Instant::now();
+    let map = src.map(0, size).unwrap();
+    assert!(t.elapsed().as_millis() < 500, "map took {:?}", t.elapsed());
+    assert_eq!(map.len(), 3, "{map:?}");
+    assert_eq!(
+        (map[1].start, map[1].len, map[1].kind),
+        (40 << 30, 1 << 20, ExtentKind::Data)
+    );
+    let mut back = vec![0u8; 1 << 20];
+    src.read_at(40 << 30, &mut back).unwrap();
+    same(&back, &data, "large sparse");
+    let qemu = run(
+        "qemu-io",
+        &[
+            "-f",
+            "vmdk",
+            "-r",
+            "-c",
+            "read -P 0 40959M 1M",
+            "-c",
+            "read -v 40G 16",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(!qemu.contains("fail") && qemu.contains("00 01 02 03"), "{qemu}");
+}
