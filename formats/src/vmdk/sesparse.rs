@@ -187,7 +187,10 @@ impl SeSparseExtent {
         if let Some(t) = self.cache.lock().ok().and_then(|c| c.get(gi)) {
             return Ok(Some(t));
         }
-        let at = self.gt_area + index * GT_SECTORS * SECTOR;
+        let at = self
+            .gt_area
+            .checked_add(index * GT_SECTORS * SECTOR)
+            .ok_or_else(|| Error::corrupt("seSparse grain table offset overflows", 0))?;
         let t: Arc<[u64]> = self
             .file
             .read_vec(at, (GT_SECTORS * SECTOR) as usize)?

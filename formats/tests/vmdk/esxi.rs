@@ -179,3 +179,31 @@ fn sesparse_delta_matches_qemu() {
     let e = src.read_at(4096, &mut [0u8; 512]).unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
 }
+
+#[test]
+fn sesparse_offsets_near_the_top_of_u64_are_corrupt_not_panics() {
+    use v2x_formats::vmdk::se_field as f;
+    let d = scratch("sesparse-overflow");
+    std::fs::create_dir_all(&d).unwrap();
+    let snap = d.join("snap.vmdk");
+    std::fs::write(
+        &snap,
+        "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"seSparse\"\n\
+         RW 128 SESPARSE \"x-sesparse.vmdk\"\n",
+    )
+    .unwrap();
+    for (off, v) in [
+        (f::GT_OFFSET, (u64::MAX >> 9) - 1),
+        (f::GRAINS_OFFSET, u64::MAX >> 9),
+        (f::GT_AREA_SIZE, u64::MAX),
+    ] {
+        let mut b = sesparse();
+        put_u64(&mut b, off, v);
+        std::fs::write(d.join("x-sesparse.vmdk"), &b).unwrap();
+        if let Ok(src) = open_image(&snap, &OpenOptions::default()) {
+            let mut buf = vec![0u8; 64 << 10];
+            let _ = src.read_at(0, &mut buf);
+            let _ = src.map(0, 64 << 10);
+        }
+    }
+}
