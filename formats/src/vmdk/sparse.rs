@@ -75,15 +75,27 @@ impl SparseExtent {
         } else {
             0
         };
+        let footer_gd = || match read_footer(&file) {
+            Some(f) if f.grain_sectors == h.grain_sectors && f.gtes_per_gt == h.gtes_per_gt => f.gd_offset,
+            _ => 0,
+        };
         if h.markers() && gd_sector == GD_AT_END {
-            gd_sector = match read_footer(&file) {
-                Some(f) if f.grain_sectors == h.grain_sectors && f.gtes_per_gt == h.gtes_per_gt => {
-                    f.gd_offset
-                }
-                _ => 0,
-            };
+            gd_sector = footer_gd();
         }
-        let primary = load_gd(&file, gd_sector, n_gd, h.gtes_per_gt)?;
+        let mut primary = load_gd(&file, gd_sector, n_gd, h.gtes_per_gt)?;
+        if primary.is_err() && h.markers() && h.gd_offset != GD_AT_END {
+            // The header named a directory that is not there; a footer may still have one.
+            let f = footer_gd();
+            if f != gd_sector {
+                if let Ok(gd) = load_gd(&file, f, n_gd, h.gtes_per_gt)? {
+                    notes.push(format!(
+                        "grain directory named by the header (sector {gd_sector}) is unusable; used the footer's (sector {f})"
+                    ));
+                    gd_sector = f;
+                    primary = Ok(gd);
+                }
+            }
+        }
         let redundant = if rgd_sector != 0 {
             load_gd(&file, rgd_sector, n_gd, h.gtes_per_gt)?.ok()
         } else {

@@ -79,6 +79,12 @@ fn stream_without_directory_is_indexed_by_scanning() {
     let ours = scratch("scan-src.vmdk");
     write_vmdk(open(&dir.join("pattern.raw")).as_ref(), &ours);
     let mut img = std::fs::read(&ours).unwrap();
+    // A header naming no directory, or one past the end: the footer's is used.
+    let mut bogus = img.clone();
+    put_u64(&mut bogus, v2x_formats::vmdk::field::GD_OFFSET, 1 << 30);
+    let src = open_bytes("bogus-header-gd.vmdk", &bogus).unwrap();
+    same(&read_all(src.as_ref()), &want, "bogus header gd");
+    assert!(src.info().notes.iter().any(|n| n.contains("footer")));
     img.truncate(img.len() - 3 * 512);
     img.extend_from_slice(&[0u8; 512]);
     let src = open_bytes("scan-nofooter.vmdk", &img).unwrap();
