@@ -350,3 +350,43 @@ fn read_throughput() {
     );
     let _ = std::fs::remove_file(out);
 }
+
+#[test]
+fn info_reports_subformat_ddb_and_chain() {
+    let dir = gen_dir();
+    let detail = |i: &v2x_formats::ImageInfo, k: &str| {
+        i.details.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+    };
+    let i = open(&dir.join("monolithicSparse.vmdk")).info();
+    assert_eq!(
+        (i.format.as_str(), i.subformat.as_deref()),
+        ("vmdk", Some("monolithicSparse"))
+    );
+    assert_eq!(i.cluster_size, Some(65536));
+    assert_eq!(detail(&i, "ddb.adapterType").as_deref(), Some("ide"));
+    assert_eq!(detail(&i, "extents").as_deref(), Some("1"));
+    assert!(detail(&i, "cid").is_some() && i.notes.is_empty() && i.backing.is_none());
+
+    let i = open(&dir.join("split.vmdk")).info();
+    assert_eq!(i.subformat.as_deref(), Some("monolithicFlat"));
+    assert_eq!(detail(&i, "extents").as_deref(), Some("4"));
+    assert_eq!(detail(&i, "ddb.adapterType").as_deref(), Some("lsilogic"));
+    assert_eq!(detail(&i, "cid").as_deref(), Some("12345678"));
+
+    let i = open(&dir.join("streamOptimized.vmdk")).info();
+    assert_eq!(detail(&i, "compression").as_deref(), Some("deflate"));
+
+    let top = open(&dir.join("chain3.vmdk")).info();
+    let mut depth = 0;
+    let mut cur = &top;
+    while let Some(b) = &cur.backing {
+        assert_eq!(detail(cur, "parent cid"), detail(b, "cid"), "layer {depth}");
+        cur = b;
+        depth += 1;
+    }
+    assert_eq!(depth, 3);
+    assert!(top
+        .details
+        .iter()
+        .any(|(k, v)| k == "parent file name hint" && v == "chain2.vmdk"));
+}
