@@ -138,6 +138,25 @@ impl VmdkImage {
             }
         };
         let size = pieces.last().map_or(0, |p| p.start + p.len);
+        // For a descriptor, the host bytes are its extents' (each file counted once).
+        let mut file_size = file_size;
+        if format == Format::VmdkDescriptor {
+            let mut seen = std::collections::HashSet::new();
+            for p in &pieces {
+                let (name, len) = match &p.store {
+                    Store::Zero => continue,
+                    Store::Flat(r) => {
+                        let i = r.info();
+                        (i.path, i.file_size.unwrap_or(0))
+                    }
+                    Store::Sparse(x) => (x.file().path().display().to_string(), x.file().len()),
+                    Store::SeSparse(x) => (x.file().path().display().to_string(), x.file().len()),
+                };
+                if seen.insert(name) {
+                    file_size = file_size.saturating_add(len);
+                }
+            }
+        }
         let grain = pieces.iter().find_map(|p| match &p.store {
             Store::Sparse(s) => Some(s.grain_size()),
             Store::SeSparse(s) => Some(s.grain_size()),

@@ -159,6 +159,11 @@ impl SeSparseExtent {
         self.capacity
     }
 
+    /// The extent file.
+    pub fn file(&self) -> &HostFile {
+        &self.file
+    }
+
     /// Grain size in bytes.
     pub fn grain_size(&self) -> u64 {
         GRAIN_SECTORS * SECTOR

@@ -372,6 +372,19 @@ fn info_reports_subformat_ddb_and_chain() {
     assert_eq!(detail(&i, "extents").as_deref(), Some("4"));
     assert_eq!(detail(&i, "ddb.adapterType").as_deref(), Some("lsilogic"));
     assert_eq!(detail(&i, "cid").as_deref(), Some("12345678"));
+    // Descriptor plus the four extent files.
+    let files = [
+        "split.vmdk",
+        "split-a.bin",
+        "split-b.bin",
+        "split-c.vmdk",
+        "split-d.bin",
+    ];
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).unwrap().len())
+        .sum();
+    assert_eq!(i.file_size, Some(total));
 
     let i = open(&dir.join("streamOptimized.vmdk")).info();
     assert_eq!(detail(&i, "compression").as_deref(), Some("deflate"));
