@@ -128,6 +128,8 @@ impl VmdkWriter {
             Some(l @ 0..=9) => l as u32,
             Some(l) => return Err(Error::invalid(format!("zlib level {l} (expected 0..9)"))),
         };
+        // Grain offsets are 32-bit sectors; VMware's own limit is 62 TiB.
+        crate::error::check_limit("VMDK output size", size, super::header::MAX_EXTENT_CAPACITY)?;
         let mut notes = Vec::new();
         let rounded = size.div_ceil(SECTOR) * SECTOR;
         if rounded != size {
@@ -338,5 +340,37 @@ impl ImageWriter for VmdkWriter {
             file_size,
             notes: std::mem::take(&mut self.notes),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_size_is_capped_and_options_checked() {
+        let f = || tempfile::tempfile().unwrap();
+        let opts = WriteOptions::default();
+        let e = VmdkWriter::create(f(), super::super::header::MAX_EXTENT_CAPACITY + 1, &opts).unwrap_err();
+        assert!(matches!(e, Error::LimitExceeded { .. }), "{e}");
+        let zstd = WriteOptions {
+            compression: Some(Compression::Zstd),
+            ..WriteOptions::default()
+        };
+        assert!(matches!(
+            VmdkWriter::create(f(), 1 << 20, &zstd),
+            Err(Error::Invalid(_))
+        ));
+        let flat = WriteOptions {
+            subformat: Some("monolithicFlat".into()),
+            ..WriteOptions::default()
+        };
+        assert!(matches!(
+            VmdkWriter::create(f(), 1 << 20, &flat),
+            Err(Error::Unsupported(_))
+        ));
+        let w = VmdkWriter::create(f(), 1000, &opts).unwrap();
+        assert_eq!(w.size, 1024);
+        assert_eq!(w.notes.len(), 1);
     }
 }
