@@ -242,6 +242,18 @@ impl Opener {
                 e,
             )
         })?;
+        // A FIFO would block the open forever, and a socket or character
+        // device is no disk: only regular files and block devices are extents.
+        let meta = std::fs::metadata(&canon)
+            .map_err(|e| Error::io(format!("inspecting extent {}", canon.display()), e))?;
+        let ft = meta.file_type();
+        if !(ft.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&ft)) {
+            return Err(Error::Denied(format!(
+                "{}: extent '{name}' ({}) is not a regular file or block device",
+                descriptor.display(),
+                canon.display()
+            )));
+        }
         if self.opts.backing == BackingPolicy::Any {
             return Ok(canon);
         }

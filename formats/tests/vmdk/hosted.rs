@@ -262,6 +262,18 @@ fn extents_may_not_escape_the_descriptor_directory() {
         ..OpenOptions::default()
     };
     let src = open_image(&desc, &any).unwrap();
+    // A FIFO next to the descriptor is refused instead of blocking the open.
+    let fifo = d.join("sub/pipe.bin");
+    let _ = std::fs::remove_file(&fifo);
+    run("mkfifo", &[fifo.to_str().unwrap()]);
+    let piped = d.join("sub/piped.vmdk");
+    std::fs::write(
+        &piped,
+        "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"pipe.bin\" 0\n",
+    )
+    .unwrap();
+    let e = err(open_image(&piped, &OpenOptions::default()));
+    assert!(matches!(e, Error::Denied(_)), "{e}");
     same(&read_all(src.as_ref()), &[7u8; 4096], "outside");
 }
 
