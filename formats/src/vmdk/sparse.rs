@@ -6,7 +6,7 @@ use super::header::{
     MAX_GD_ENTRIES, SECTOR,
 };
 use super::map::{check_gd, gd_entries, read_gd, Directory, GrainLoc, GrainMap, MAX_SCANNED_GRAINS};
-use super::stream::{inflate_grain, max_compressed_len, read_footer, scan_markers, GRAIN_MARKER_LEN};
+use super::stream::{inflate_grain_with, max_compressed_len, read_footer, scan_markers, GRAIN_MARKER_LEN};
 use crate::block::ExtentKind;
 use crate::error::{check_limit, Error, Result};
 use crate::file::HostFile;
@@ -305,6 +305,7 @@ impl SparseExtent {
         let mut span = vec![0u8; (end - first) as usize];
         self.file.read_exact_at(first, &mut span)?;
         let mut out = vec![0u8; grain as usize];
+        let mut inflater = None;
         for e in group {
             let (p, n, _) = *e;
             let fo = loc(e);
@@ -333,7 +334,7 @@ impl SparseExtent {
                     .ok_or_else(|| Error::corrupt("grain lies past the end of the file", fo))?
                     .into()
             };
-            inflate_grain(&data, &mut out, need, fo)?;
+            inflate_grain_with(&mut inflater, &data, &mut out, need, fo)?;
             let ig = (at % grain) as usize;
             buf[p..p + n].copy_from_slice(&out[ig..ig + n]);
         }

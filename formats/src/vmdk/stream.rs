@@ -96,9 +96,27 @@ pub fn scan_markers(
 /// Inflates one compressed grain (zlib, or raw deflate as some writers
 /// emit) into `out`, which is exactly one grain long. At least `need`
 /// bytes must come out; a grain that inflates past `out` is corrupt.
+#[cfg(test)]
 pub fn inflate_grain(data: &[u8], out: &mut [u8], need: usize, at: u64) -> Result<()> {
+    inflate_grain_with(&mut None, data, out, need, at)
+}
+
+/// [`inflate_grain`] reusing a decompressor across the grains of one read.
+pub fn inflate_grain_with(
+    reuse: &mut Option<Decompress>,
+    data: &[u8],
+    out: &mut [u8],
+    need: usize,
+    at: u64,
+) -> Result<()> {
     let zlib = data.len() >= 2 && data[0] & 0x0f == 8 && u16::from_be_bytes([data[0], data[1]]) % 31 == 0;
-    let mut d = Decompress::new(zlib);
+    let d = match reuse {
+        Some(d) => {
+            d.reset(zlib);
+            d
+        }
+        None => reuse.insert(Decompress::new(zlib)),
+    };
     let status = d
         .decompress(data, out, FlushDecompress::Finish)
         .map_err(|e| Error::corrupt(format!("compressed grain does not inflate: {e}"), at))?;
