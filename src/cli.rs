@@ -81,6 +81,8 @@ pub enum InputFormat {
     Vhdx,
     /// VirtualBox VDI.
     Vdi,
+    /// VMDK: descriptor, hosted sparse, streamOptimized, flat, vmfsSparse or seSparse.
+    Vmdk,
 }
 
 /// Output formats accepted by `-O`.
@@ -94,6 +96,8 @@ pub enum OutputFormatArg {
     Vpc,
     /// Dynamic VHDX (`-o cluster_size` sets the block size, default 32 MiB).
     Vhdx,
+    /// streamOptimized VMDK (for VMware, OVA and AWS import).
+    Vmdk,
 }
 
 /// Compression algorithms for `--compress`.

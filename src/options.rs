@@ -9,6 +9,15 @@ use v2x_formats::{BackingPolicy, OpenOptions};
 
 /// Library open options from the shared source flags.
 pub fn open_options(src: &SourceArgs, format: Option<InputFormat>) -> OpenOptions {
+    let forced = format.and_then(|f| match f {
+        InputFormat::Raw => Some(Format::Raw),
+        InputFormat::Qcow2 => Some(Format::Qcow2),
+        InputFormat::Vpc => Some(Format::Vhd),
+        InputFormat::Vhdx => Some(Format::Vhdx),
+        InputFormat::Vdi => Some(Format::Vdi),
+        // VMDK has several on-disk kinds; detection picks one and `open_source` checks it.
+        InputFormat::Vmdk => None,
+    });
     let backing = if src.no_backing {
         BackingPolicy::Refuse
     } else if src.allow_backing.iter().any(|d| d == "any") {
@@ -17,13 +26,7 @@ pub fn open_options(src: &SourceArgs, format: Option<InputFormat>) -> OpenOption
         BackingPolicy::Within(src.allow_backing.iter().map(PathBuf::from).collect())
     };
     OpenOptions {
-        format: format.map(|f| match f {
-            InputFormat::Raw => Format::Raw,
-            InputFormat::Qcow2 => Format::Qcow2,
-            InputFormat::Vpc => Format::Vhd,
-            InputFormat::Vhdx => Format::Vhdx,
-            InputFormat::Vdi => Format::Vdi,
-        }),
+        format: forced,
         backing,
         max_chain_depth: src.max_chain_depth,
         allow_external_data: src.allow_external_data,
@@ -96,6 +99,25 @@ pub fn write_options(opts: &[String], compress: Option<Option<CompressArg>>) -> 
         None => {}
     }
     Ok(w)
+}
+
+/// Opens a source image as the user asked: detected, or forced with `-f`.
+pub fn open_source(
+    path: &std::path::Path,
+    src: &SourceArgs,
+    format: Option<InputFormat>,
+) -> Result<Box<dyn v2x_formats::BlockSource>> {
+    let img = v2x_formats::open_image(path, &open_options(src, format))
+        .with_context(|| format!("opening {}", path.display()))?;
+    if format == Some(InputFormat::Vmdk) && img.info().format != "vmdk" {
+        return Err(v2x_formats::Error::invalid(format!(
+            "{} is not a VMDK (it looks like {})",
+            path.display(),
+            img.info().format
+        ))
+        .into());
+    }
+    Ok(img)
 }
 
 #[cfg(test)]

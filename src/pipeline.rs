@@ -6,14 +6,14 @@ use crate::cli::{CompareArgs, ConvertArgs, InfoArgs, OutputFormatArg};
 use crate::compare::{compare, Verdict};
 use crate::copy::{copy, CopyOptions, CopyStats};
 use crate::exit::{self, Refused};
-use crate::options::{open_options, write_options};
+use crate::options::{open_source, write_options};
 use crate::report::{human_bytes, Mode, Reporter};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use v2x_formats::block::{BlockSource, ExtentKind, ImageInfo};
-use v2x_formats::{create_writer, open_image, OutputFormat};
+use v2x_formats::{create_writer, OutputFormat};
 
 /// `v2x convert`: returns the process exit code.
 pub fn convert(args: &ConvertArgs) -> Result<u8> {
@@ -38,8 +38,7 @@ pub fn convert(args: &ConvertArgs) -> Result<u8> {
 
 fn convert_inner(args: &ConvertArgs, mode: Mode) -> Result<u8> {
     // Stage: open. The source is only ever opened read-only.
-    let src = open_image(&args.input, &open_options(&args.source, args.source_format))
-        .with_context(|| format!("opening {}", args.input.display()))?;
+    let src = open_source(&args.input, &args.source, args.source_format)?;
     let info = src.info();
     let out_format = output_format(args);
     let wopts = write_options(&args.options, args.compress)?;
@@ -85,6 +84,7 @@ fn output_format(args: &ConvertArgs) -> OutputFormat {
         Some(OutputFormatArg::Qcow2) => OutputFormat::Qcow2,
         Some(OutputFormatArg::Vpc) => OutputFormat::Vhd,
         Some(OutputFormatArg::Vhdx) => OutputFormat::Vhdx,
+        Some(OutputFormatArg::Vmdk) => OutputFormat::Vmdk,
         None => OutputFormat::from_extension(&args.output).unwrap_or(OutputFormat::Qcow2),
     }
 }
@@ -185,8 +185,7 @@ fn report_done(r: &Reporter, args: &ConvertArgs, info: &ImageInfo, fmt: OutputFo
 
 /// `v2x info`.
 pub fn info(args: &InfoArgs) -> Result<u8> {
-    let src = open_image(&args.image, &open_options(&args.source, args.format))
-        .with_context(|| format!("opening {}", args.image.display()))?;
+    let src = open_source(&args.image, &args.source, args.format)?;
     let info = src.info();
     let alloc = if args.map {
         Some(allocation(src.as_ref())?)
@@ -281,10 +280,8 @@ fn format_info(out: &mut String, i: &ImageInfo, depth: usize) {
 
 /// `v2x compare`.
 pub fn compare_cmd(args: &CompareArgs) -> Result<u8> {
-    let a = open_image(&args.a, &open_options(&args.source, args.format_a))
-        .with_context(|| format!("opening {}", args.a.display()))?;
-    let b = open_image(&args.b, &open_options(&args.source, args.format_b))
-        .with_context(|| format!("opening {}", args.b.display()))?;
+    let a = open_source(&args.a, &args.source, args.format_a)?;
+    let b = open_source(&args.b, &args.source, args.format_b)?;
     let verdict = compare(a.as_ref(), b.as_ref(), args.strict, &|_| {})
         .with_context(|| format!("comparing {} and {}", args.a.display(), args.b.display()))?;
     let (msg, code) = match verdict {

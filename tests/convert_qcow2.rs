@@ -141,7 +141,7 @@ fn existing_output_is_kept_without_force() {
     assert_eq!(left.len(), 1, "{left:?}");
 }
 
-/// A 256 MiB non-zero, poorly compressible raw disk: a zlib conversion of it takes a while.
+/// A 256 MiB disk, half of it text: a level-9 zlib conversion of it on one thread takes seconds.
 fn slow_source(out: &Path) -> std::path::PathBuf {
     let src = out.join("big.raw");
     tool_ok(
@@ -167,7 +167,7 @@ fn interrupted_conversion_cleans_up_and_exits_130() {
     let src = slow_source(out);
     let dst = out.join("big.qcow2");
     let mut child = v2x()
-        .args(["convert", "-q", "-c", "-j", "1", s(&src), s(&dst)])
+        .args(["convert", "-q", "-c", "-o", "compression_level=9", "-j", "1", s(&src), s(&dst)])
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -192,7 +192,7 @@ fn killed_conversion_leaves_no_final_file() {
     let src = slow_source(out);
     let dst = out.join("big.qcow2");
     let mut child = v2x()
-        .args(["convert", "-q", "-c", "-j", "1", s(&src), s(&dst)])
+        .args(["convert", "-q", "-c", "-o", "compression_level=9", "-j", "1", s(&src), s(&dst)])
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));

@@ -21,6 +21,7 @@ pub mod sink;
 pub mod vdi;
 pub mod vhd;
 pub mod vhdx;
+pub mod vmdk;
 
 pub use block::{BlockSource, Extent, ExtentKind, ImageInfo};
 pub use detect::{detect, Format};

@@ -5,7 +5,7 @@ use crate::block::BlockSource;
 use crate::detect::{detect, Format, HEAD_LEN, TAIL_LEN};
 use crate::error::{Error, Result};
 use crate::file::HostFile;
-use crate::{qcow2, raw, vdi, vhd, vhdx};
+use crate::{qcow2, raw, vdi, vhd, vhdx, vmdk};
 use std::path::{Component, Path, PathBuf};
 
 /// Deepest backing chain we follow (the image itself is depth 0).
@@ -122,12 +122,11 @@ impl Opener {
             Format::Vhd => Ok(Box::new(vhd::VhdImage::open(file, self, depth)?)),
             Format::Vhdx => Ok(Box::new(vhdx::VhdxImage::open(file, self, depth)?)),
             Format::Vdi => Ok(Box::new(vdi::VdiImage::open(file)?)),
+            Format::VmdkSparse | Format::VmdkCowd | Format::VmdkDescriptor => {
+                Ok(Box::new(vmdk::VmdkImage::open(file, format, self, depth)?))
+            }
             Format::OutOfScope(f) => Err(Error::unsupported(format!(
                 "{} is a {f} image; v2x does not convert that format",
-                path.display()
-            ))),
-            other => Err(Error::unsupported(format!(
-                "{} is {other}, which this build of v2x cannot read yet",
                 path.display()
             ))),
         }
@@ -209,6 +208,66 @@ impl Opener {
             }
         }
         Ok(canon)
+    }
+}
+
+impl Opener {
+    /// Resolves the extent file `name` named by the VMDK descriptor at
+    /// `descriptor`. Extents are part of the image, not backing files, so
+    /// even [`BackingPolicy::Refuse`] allows them; but like backing files
+    /// they must stay inside the descriptor's directory (or a directory the
+    /// user allowed) unless the user said `--allow-backing any`.
+    pub fn resolve_extent(&self, descriptor: &Path, name: &str) -> Result<PathBuf> {
+        if name.is_empty() || name.contains('\0') {
+            return Err(Error::corrupt(
+                format!("{}: empty extent file name", descriptor.display()),
+                0,
+            ));
+        }
+        let raw = Path::new(name);
+        let dir = parent_dir(descriptor);
+        let joined = if raw.is_absolute() {
+            raw.to_path_buf()
+        } else {
+            dir.join(raw)
+        };
+        let canon = joined.canonicalize().map_err(|e| {
+            Error::io(
+                format!(
+                    "opening extent '{name}' of {} (looked for {})",
+                    descriptor.display(),
+                    joined.display()
+                ),
+                e,
+            )
+        })?;
+        // A FIFO would block the open forever, and a socket or character
+        // device is no disk: only regular files and block devices are extents.
+        let meta = std::fs::metadata(&canon)
+            .map_err(|e| Error::io(format!("inspecting extent {}", canon.display()), e))?;
+        let ft = meta.file_type();
+        if !(ft.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&ft)) {
+            return Err(Error::Denied(format!(
+                "{}: extent '{name}' ({}) is not a regular file or block device",
+                descriptor.display(),
+                canon.display()
+            )));
+        }
+        if self.opts.backing == BackingPolicy::Any {
+            return Ok(canon);
+        }
+        let own = dir
+            .canonicalize()
+            .map_err(|e| Error::io(format!("resolving directory {}", dir.display()), e))?;
+        if canon.starts_with(&own) || self.roots.iter().any(|r| canon.starts_with(r)) {
+            return Ok(canon);
+        }
+        Err(Error::Denied(format!(
+            "{}: extent '{name}' resolves to {}, outside the descriptor's directory; \
+             use --allow-backing DIR or --allow-backing any",
+            descriptor.display(),
+            canon.display()
+        )))
     }
 }
 

@@ -6,6 +6,7 @@ use crate::raw::RawWriter;
 use crate::sink::{ImageWriter, WriteOptions};
 use crate::vhd::VhdFixedWriter;
 use crate::vhdx::VhdxDynamicWriter;
+use crate::vmdk::VmdkWriter;
 use serde::Serialize;
 use std::fs::File;
 use std::str::FromStr;
@@ -22,6 +23,8 @@ pub enum OutputFormat {
     Vhd,
     /// VHDX, dynamic.
     Vhdx,
+    /// VMDK, streamOptimized (what VMware imports from an OVA).
+    Vmdk,
 }
 
 impl OutputFormat {
@@ -32,6 +35,7 @@ impl OutputFormat {
             OutputFormat::Qcow2 => "qcow2",
             OutputFormat::Vhd => "vpc",
             OutputFormat::Vhdx => "vhdx",
+            OutputFormat::Vmdk => "vmdk",
         }
     }
 
@@ -43,6 +47,7 @@ impl OutputFormat {
             "raw" | "img" | "bin" | "dd" => Some(OutputFormat::Raw),
             "vhd" | "vpc" => Some(OutputFormat::Vhd),
             "vhdx" => Some(OutputFormat::Vhdx),
+            "vmdk" => Some(OutputFormat::Vmdk),
             _ => None,
         }
     }
@@ -54,8 +59,9 @@ impl FromStr for OutputFormat {
         match s {
             "raw" => Ok(OutputFormat::Raw),
             "qcow2" => Ok(OutputFormat::Qcow2),
+            "vmdk" => Ok(OutputFormat::Vmdk),
             other => Err(Error::unsupported(format!(
-                "output format '{other}' (this build writes raw and qcow2)"
+                "output format '{other}' (this build writes raw, qcow2 and vmdk)"
             ))),
         }
     }
@@ -73,5 +79,6 @@ pub fn create_writer(
         OutputFormat::Qcow2 => Box::new(Qcow2Writer::create(file, size, opts)?),
         OutputFormat::Vhd => Box::new(VhdFixedWriter::create(file, size, opts)?),
         OutputFormat::Vhdx => Box::new(VhdxDynamicWriter::create(file, size, opts)?),
+        OutputFormat::Vmdk => Box::new(VmdkWriter::create(file, size, opts)?),
     })
 }

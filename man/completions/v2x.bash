@@ -74,11 +74,11 @@ _v2x() {
             fi
             case "${prev}" in
                 -f)
-                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi vmdk" -- "${cur}"))
                     return 0
                     ;;
                 -F)
-                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi vmdk" -- "${cur}"))
                     return 0
                     ;;
                 --allow-backing)
@@ -118,19 +118,19 @@ _v2x() {
             fi
             case "${prev}" in
                 --source-format)
-                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi vmdk" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi vmdk" -- "${cur}"))
                     return 0
                     ;;
                 --output-format)
-                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vmdk" -- "${cur}"))
                     return 0
                     ;;
                 -O)
-                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vmdk" -- "${cur}"))
                     return 0
                     ;;
                 --option)
@@ -264,11 +264,11 @@ _v2x() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi vmdk" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi vmdk" -- "${cur}"))
                     return 0
                     ;;
                 --allow-backing)

@@ -35,11 +35,13 @@ complete -c v2x -n "__fish_v2x_using_subcommand convert" -s f -l source-format -
 qcow2\t'qcow2 v2/v3'
 vpc\t'VHD (Virtual PC, Hyper-V gen 1, Azure, XenServer)'
 vhdx\t'VHDX (Hyper-V)'
-vdi\t'VirtualBox VDI'"
+vdi\t'VirtualBox VDI'
+vmdk\t'VMDK: descriptor, hosted sparse, streamOptimized, flat, vmfsSparse or seSparse'"
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s O -l output-format -d 'Output format; taken from OUTPUT\'s extension when omitted, else qcow2' -r -f -a "raw\t'Plain disk bytes, sparse'
 qcow2\t'qcow2 (compat 1.1)'
 vpc\t'Fixed VHD, size rounded up to 1 MiB (Azure)'
-vhdx\t'Dynamic VHDX (`-o cluster_size` sets the block size, default 32 MiB)'"
+vhdx\t'Dynamic VHDX (`-o cluster_size` sets the block size, default 32 MiB)'
+vmdk\t'streamOptimized VMDK (for VMware, OVA and AWS import)'"
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s o -l option -d 'Output format options as key=value, comma-separated or repeated, like qemu-img: cluster_size=SIZE, compression_type=zlib|zstd, compression_level=N, preallocation=off|full' -r
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s c -l compress -d 'Compress the output (qcow2): `-c`, or `--compress=ALG`. ALG defaults to `-o compression_type`, else zlib' -r -f -a "zlib\t'Deflate; readable by every qemu'
 zstd\t'Zstandard; needs qemu 5.1 or later to read'"
@@ -58,7 +60,8 @@ complete -c v2x -n "__fish_v2x_using_subcommand info" -s f -l format -d 'Image f
 qcow2\t'qcow2 v2/v3'
 vpc\t'VHD (Virtual PC, Hyper-V gen 1, Azure, XenServer)'
 vhdx\t'VHDX (Hyper-V)'
-vdi\t'VirtualBox VDI'"
+vdi\t'VirtualBox VDI'
+vmdk\t'VMDK: descriptor, hosted sparse, streamOptimized, flat, vmfsSparse or seSparse'"
 complete -c v2x -n "__fish_v2x_using_subcommand info" -l allow-backing -d 'Allow backing files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
 complete -c v2x -n "__fish_v2x_using_subcommand info" -l max-chain-depth -d 'Deepest backing chain to follow' -r
 complete -c v2x -n "__fish_v2x_using_subcommand info" -l json -d 'Print JSON instead of text'
@@ -70,12 +73,14 @@ complete -c v2x -n "__fish_v2x_using_subcommand compare" -s f -d 'Format of the 
 qcow2\t'qcow2 v2/v3'
 vpc\t'VHD (Virtual PC, Hyper-V gen 1, Azure, XenServer)'
 vhdx\t'VHDX (Hyper-V)'
-vdi\t'VirtualBox VDI'"
+vdi\t'VirtualBox VDI'
+vmdk\t'VMDK: descriptor, hosted sparse, streamOptimized, flat, vmfsSparse or seSparse'"
 complete -c v2x -n "__fish_v2x_using_subcommand compare" -s F -d 'Format of the second image; detected when omitted' -r -f -a "raw\t'Plain disk bytes'
 qcow2\t'qcow2 v2/v3'
 vpc\t'VHD (Virtual PC, Hyper-V gen 1, Azure, XenServer)'
 vhdx\t'VHDX (Hyper-V)'
-vdi\t'VirtualBox VDI'"
+vdi\t'VirtualBox VDI'
+vmdk\t'VMDK: descriptor, hosted sparse, streamOptimized, flat, vmfsSparse or seSparse'"
 complete -c v2x -n "__fish_v2x_using_subcommand compare" -l allow-backing -d 'Allow backing files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
 complete -c v2x -n "__fish_v2x_using_subcommand compare" -l max-chain-depth -d 'Deepest backing chain to follow' -r
 complete -c v2x -n "__fish_v2x_using_subcommand compare" -s s -l strict -d 'Strict: images of different sizes differ, even if the extra part reads as zero'
