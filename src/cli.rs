@@ -5,23 +5,32 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-/// Exit codes, shown in `--help` and the man page.
-pub const EXIT_CODES_HELP: &str = "\
-EXIT STATUS:
-  0  success (compare: the images are identical)
-  1  compare: the images differ
-  2  command-line usage error
+/// The exit-status lines every subcommand shares (without compare's 0/1 meaning).
+macro_rules! exit_status_common {
+    () => {
+        "  2  command-line usage error
   3  I/O error on the host (open, read, write, rename)
   4  an input image is corrupt
   5  an input uses a format or feature v2x does not support
   6  an input exceeds one of v2x's safety limits
   7  refused by policy (backing file outside allowed directories, output exists)
   8  any other failure
-  130  interrupted (SIGINT or SIGTERM); the temporary output is removed";
+  130  interrupted (SIGINT or SIGTERM); the temporary output is removed"
+    };
+}
 
-/// What `convert --json` prints, shown in `--help` and the man page.
-pub const CONVERT_HELP: &str = "\
-JSON EVENTS (--json), one object per line on standard output, each with an \"event\" key:
+/// Exit codes, shown in `--help` and the man page.
+pub const EXIT_CODES_HELP: &str = concat!(
+    "EXIT STATUS:
+  0  success (compare: the images are identical)
+  1  compare: the images differ
+",
+    exit_status_common!()
+);
+
+/// What `convert --json` prints and how it exits, shown in `--help` and the man page.
+pub const CONVERT_HELP: &str = concat!(
+    "JSON EVENTS (--json), one object per line on standard output, each with an \"event\" key:
   start     input, input_format, output, output_format, virtual_size
   progress  done, total (guest bytes), percent
   warning   message
@@ -30,14 +39,9 @@ JSON EVENTS (--json), one object per line on standard output, each with an \"eve
 
 EXIT STATUS:
   0  success
-  2  command-line usage error
-  3  I/O error on the host (open, read, write, rename)
-  4  an input image is corrupt
-  5  an input uses a format or feature v2x does not support
-  6  an input exceeds one of v2x's safety limits
-  7  refused by policy (backing file outside allowed directories, output exists)
-  8  any other failure
-  130  interrupted (SIGINT or SIGTERM); the temporary output is removed";
+",
+    exit_status_common!()
+);
 
 /// Offline VM image converter: VMware, Hyper-V, Xen and VirtualBox disks to KVM, without an appliance.
 #[derive(Debug, Parser)]

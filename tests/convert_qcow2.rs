@@ -141,8 +141,10 @@ fn existing_output_is_kept_without_force() {
     assert_eq!(left.len(), 1, "{left:?}");
 }
 
-/// A 256 MiB disk, half of it text: a level-9 zlib conversion of it on one thread takes seconds.
-fn slow_source(out: &Path) -> std::path::PathBuf {
+/// Starts converting a 256 MiB disk, half of it text, with level-9 zlib on
+/// one thread: it takes seconds, long enough to be interrupted. Returns the
+/// running child and the output path.
+fn start_slow_conversion(out: &Path) -> (std::process::Child, std::path::PathBuf) {
     let src = out.join("big.raw");
     tool_ok(
         "python3",
@@ -157,19 +159,29 @@ fn slow_source(out: &Path) -> std::path::PathBuf {
             "600",
         ],
     );
-    src
+    let dst = out.join("big.qcow2");
+    let child = v2x()
+        .args([
+            "convert",
+            "-q",
+            "-c",
+            "-o",
+            "compression_level=9",
+            "-j",
+            "1",
+            s(&src),
+            s(&dst),
+        ])
+        .spawn()
+        .unwrap();
+    (child, dst)
 }
 
 #[test]
 fn interrupted_conversion_cleans_up_and_exits_130() {
     let out_guard = scratch("sigint");
     let out = out_guard.path();
-    let src = slow_source(out);
-    let dst = out.join("big.qcow2");
-    let mut child = v2x()
-        .args(["convert", "-q", "-c", "-o", "compression_level=9", "-j", "1", s(&src), s(&dst)])
-        .spawn()
-        .unwrap();
+    let (mut child, _) = start_slow_conversion(out);
     std::thread::sleep(std::time::Duration::from_millis(500));
     tool_ok("kill", &["-INT", &child.id().to_string()]);
     let status = child.wait().unwrap();
@@ -189,12 +201,7 @@ fn interrupted_conversion_cleans_up_and_exits_130() {
 fn killed_conversion_leaves_no_final_file() {
     let out_guard = scratch("kill");
     let out = out_guard.path();
-    let src = slow_source(out);
-    let dst = out.join("big.qcow2");
-    let mut child = v2x()
-        .args(["convert", "-q", "-c", "-o", "compression_level=9", "-j", "1", s(&src), s(&dst)])
-        .spawn()
-        .unwrap();
+    let (mut child, dst) = start_slow_conversion(out);
     std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap();
     let status = child.wait().unwrap();

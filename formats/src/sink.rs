@@ -44,6 +44,47 @@ impl EncodedChunk {
     }
 }
 
+impl EncodedChunk {
+    /// Byte ranges of `data` made of consecutive [`ClusterData::Plain`]
+    /// clusters, so a writer can store each run with one write.
+    pub fn plain_runs(&self, cluster_size: u64) -> Vec<std::ops::Range<usize>> {
+        let cs = cluster_size as usize;
+        let mut runs = Vec::new();
+        let mut i = 0;
+        while i < self.clusters.len() {
+            if self.clusters[i] != ClusterData::Plain {
+                i += 1;
+                continue;
+            }
+            let first = i;
+            while i < self.clusters.len() && self.clusters[i] == ClusterData::Plain {
+                i += 1;
+            }
+            runs.push(first * cs..(i * cs).min(self.data.len()));
+        }
+        runs
+    }
+
+    /// Marks each cluster of `data` Zero or Plain, without compressing.
+    pub fn plain(offset: u64, data: Vec<u8>, cluster_size: u64) -> EncodedChunk {
+        let clusters = data
+            .chunks(cluster_size as usize)
+            .map(|c| {
+                if is_zero(c) {
+                    ClusterData::Zero
+                } else {
+                    ClusterData::Plain
+                }
+            })
+            .collect();
+        EncodedChunk {
+            offset,
+            data,
+            clusters,
+        }
+    }
+}
+
 /// Turns guest bytes into an [`EncodedChunk`]; called from many threads at once.
 pub trait ChunkEncoder: Send + Sync {
     /// Encodes `data` found at guest `offset`.
@@ -59,21 +100,7 @@ pub struct PlainEncoder {
 
 impl ChunkEncoder for PlainEncoder {
     fn encode(&self, offset: u64, data: Vec<u8>) -> Result<EncodedChunk> {
-        let clusters = data
-            .chunks(self.cluster_size as usize)
-            .map(|c| {
-                if is_zero(c) {
-                    ClusterData::Zero
-                } else {
-                    ClusterData::Plain
-                }
-            })
-            .collect();
-        Ok(EncodedChunk {
-            offset,
-            data,
-            clusters,
-        })
+        Ok(EncodedChunk::plain(offset, data, self.cluster_size))
     }
 }
 

@@ -2,8 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::sink::{
-    ChunkEncoder, ClusterData, EncodedChunk, ImageWriter, PlainEncoder, Preallocation, WriteOptions,
-    WriteSummary,
+    ChunkEncoder, EncodedChunk, ImageWriter, PlainEncoder, Preallocation, WriteOptions, WriteSummary,
 };
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -76,29 +75,12 @@ impl ImageWriter for RawWriter {
     }
 
     fn write_chunk(&mut self, chunk: &EncodedChunk) -> Result<()> {
-        // Coalesce runs of plain clusters into single writes.
-        let cs = RAW_GRANULE as usize;
-        let mut i = 0;
-        while i < chunk.clusters.len() {
-            if chunk.clusters[i] != ClusterData::Plain {
-                i += 1;
-                continue;
-            }
-            let first = i;
-            while i < chunk.clusters.len() && chunk.clusters[i] == ClusterData::Plain {
-                i += 1;
-            }
-            let start = first * cs;
-            let end = (i * cs).min(chunk.data.len());
+        for run in chunk.plain_runs(RAW_GRANULE) {
+            let at = chunk.offset + run.start as u64;
             self.file
-                .write_all_at(&chunk.data[start..end], chunk.offset + start as u64)
-                .map_err(|e| {
-                    Error::io(
-                        format!("writing raw output at {:#x}", chunk.offset + start as u64),
-                        e,
-                    )
-                })?;
-            self.data_bytes += (end - start) as u64;
+                .write_all_at(&chunk.data[run.clone()], at)
+                .map_err(|e| Error::io(format!("writing raw output at {at:#x}"), e))?;
+            self.data_bytes += run.len() as u64;
         }
         Ok(())
     }

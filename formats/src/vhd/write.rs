@@ -8,8 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::sink::{
-    ChunkEncoder, ClusterData, EncodedChunk, ImageWriter, PlainEncoder, Preallocation, WriteOptions,
-    WriteSummary,
+    ChunkEncoder, EncodedChunk, ImageWriter, PlainEncoder, Preallocation, WriteOptions, WriteSummary,
 };
 use crate::vhd::header::{checksum, footer_off, FOOTER_COOKIE, FOOTER_LEN};
 use std::fs::File;
@@ -147,28 +146,18 @@ impl ImageWriter for VhdFixedWriter {
     }
 
     fn write_chunk(&mut self, chunk: &EncodedChunk) -> Result<()> {
-        let cs = GRANULE as usize;
-        let mut i = 0;
-        while i < chunk.clusters.len() {
-            if chunk.clusters[i] != ClusterData::Plain {
-                i += 1;
-                continue;
-            }
-            let first = i;
-            while i < chunk.clusters.len() && chunk.clusters[i] == ClusterData::Plain {
-                i += 1;
-            }
-            let (start, end) = (first * cs, (i * cs).min(chunk.data.len()));
-            let at = chunk.offset + start as u64;
-            if at + (end - start) as u64 > self.size {
+        for run in chunk.plain_runs(GRANULE) {
+            let bytes = &chunk.data[run.clone()];
+            let at = chunk.offset + run.start as u64;
+            if at + bytes.len() as u64 > self.size {
                 return Err(Error::invalid("chunk past the end of the VHD"));
             }
             self.file
-                .write_all_at(&chunk.data[start..end], at)
+                .write_all_at(bytes, at)
                 .map_err(|e| Error::io(format!("writing VHD output at {at:#x}"), e))?;
             self.digest = crc32c::crc32c_append(self.digest, &at.to_le_bytes());
-            self.digest = crc32c::crc32c_append(self.digest, &chunk.data[start..end]);
-            self.data_bytes += (end - start) as u64;
+            self.digest = crc32c::crc32c_append(self.digest, bytes);
+            self.data_bytes += bytes.len() as u64;
         }
         Ok(())
     }

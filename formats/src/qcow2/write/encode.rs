@@ -242,21 +242,7 @@ impl ChunkEncoder for Qcow2Encoder {
     fn encode(&self, offset: u64, data: Vec<u8>) -> Result<EncodedChunk> {
         let cs = self.cluster_size;
         let Some(codec) = self.codec else {
-            let clusters = data
-                .chunks(cs)
-                .map(|c| {
-                    if is_zero(c) {
-                        ClusterData::Zero
-                    } else {
-                        ClusterData::Plain
-                    }
-                })
-                .collect();
-            return Ok(EncodedChunk {
-                offset,
-                data,
-                clusters,
-            });
+            return Ok(EncodedChunk::plain(offset, data, cs as u64));
         };
         let mut compressor = self.take_compressor(codec)?;
         let mut padded = Vec::new();
