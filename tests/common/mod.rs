@@ -59,32 +59,35 @@ pub fn scratch(name: &str) -> tempfile::TempDir {
         .unwrap()
 }
 
-/// The fixtures of `testdata/gen-qcow2.sh`. They are deterministic, so they
-/// are generated once into the target directory, keyed by the generators'
-/// hash, and reused by later runs.
+/// The fixtures made by `testdata/SCRIPT OUTDIR`. They are deterministic,
+/// so each generator runs once into the target directory, keyed by the hash
+/// of the generator (and the pattern script), and later runs reuse it.
+pub fn fixtures(script: &str) -> PathBuf {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let gen = testdata.join(script);
+    let key = sha256_file(&gen)[..16].to_string() + &sha256_file(&testdata.join("gen-pattern.py"))[..16];
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{script}-{key}"));
+    if !dir.join("done").exists() {
+        let tmp = scratch(&format!("{script}-new"));
+        let shell = if script.ends_with(".sh") { "bash" } else { "sh" };
+        tool_ok(shell, &[gen.to_str().unwrap(), tmp.path().to_str().unwrap()]);
+        std::fs::write(tmp.path().join("done"), b"").unwrap();
+        // Another test binary may have won the race; either copy is the same.
+        if std::fs::rename(tmp.path(), &dir).is_err() {
+            assert!(
+                dir.join("done").exists(),
+                "could not place fixtures at {}",
+                dir.display()
+            );
+        }
+    }
+    dir
+}
+
+/// The fixtures of `testdata/gen-qcow2.sh`.
 pub fn qcow2_fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-        let script = testdata.join("gen-qcow2.sh");
-        let key =
-            sha256_file(&script)[..16].to_string() + &sha256_file(&testdata.join("gen-pattern.py"))[..16];
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("qcow2-fixtures-{key}"));
-        if !dir.join("done").exists() {
-            let tmp = scratch("qcow2-fixtures-new");
-            tool_ok("bash", &[script.to_str().unwrap(), tmp.path().to_str().unwrap()]);
-            std::fs::write(tmp.path().join("done"), b"").unwrap();
-            // Another test binary may have won the race; either copy is the same.
-            if std::fs::rename(tmp.path(), &dir).is_err() {
-                assert!(
-                    dir.join("done").exists(),
-                    "could not place fixtures at {}",
-                    dir.display()
-                );
-            }
-        }
-        dir
-    })
+    DIR.get_or_init(|| fixtures("gen-qcow2.sh"))
 }
 
 /// sha256 of a file, hex.
