@@ -17,6 +17,11 @@ if [ ! -f "$src_raw" ]; then
   python3 "$here/gen-bench.py" "$src_raw"
 fi
 [ -f "$src_qcow2" ] || qemu-img convert -f raw -O qcow2 "$src_raw" "$src_qcow2"
+mk() { [ -f "$work/$1" ] || qemu-img convert -f raw -O "$2" -o "$3" "$src_raw" "$work/$1"; }
+mk bench-sparse.vmdk vmdk subformat=monolithicSparse
+mk bench-stream.vmdk vmdk subformat=streamOptimized
+mk bench-dynamic.vhd vpc subformat=dynamic,force_size=on
+mk bench.vhdx vhdx subformat=dynamic
 echo "qemu-img: $(qemu-img --version | head -1)"
 echo "cpus: $(nproc)"
 
@@ -61,9 +66,13 @@ bench_case() {
     "$(echo "$data_mib / $vs" | bc -l)" "$(echo "$data_mib / $qs" | bc -l)"
 }
 # Warm the page cache so both tools read from memory.
-cat "$src_raw" "$src_qcow2" >/dev/null
+cat "$src_raw" "$src_qcow2" "$work"/bench-* "$work/bench.vhdx" >/dev/null
 bench_case "raw -> qcow2" 3 "$src_raw"
 bench_case "qcow2 -> qcow2" 3 "$src_qcow2"
+bench_case "vmdk sparse -> qcow2" 2 "$work/bench-sparse.vmdk"
+bench_case "vmdk stream -> qcow2" 1 "$work/bench-stream.vmdk"
+bench_case "vhd dynamic -> qcow2" 2 "$work/bench-dynamic.vhd"
+bench_case "vhdx -> qcow2" 2 "$work/bench.vhdx"
 bench_case "raw -> qcow2 zstd" 1 "$src_raw" --compress=zstd
 bench_case "raw -> qcow2 zlib" 1 "$src_raw" --compress=zlib
 echo "ratio = qemu-img seconds / v2x seconds (higher is better for v2x)"
