@@ -96,7 +96,7 @@ pub enum OutputFormatArg {
     Raw,
     /// qcow2 (compat 1.1).
     Qcow2,
-    /// Fixed VHD, size rounded up to 1 MiB (Azure).
+    /// VHD, fixed (`-o subformat=dynamic` for dynamic), size rounded up to 1 MiB (Azure).
     Vpc,
     /// Dynamic VHDX (`-o cluster_size` sets the block size, default 32 MiB).
     Vhdx,

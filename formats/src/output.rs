@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::qcow2::Qcow2Writer;
 use crate::raw::RawWriter;
 use crate::sink::{ImageWriter, WriteOptions};
-use crate::vhd::VhdFixedWriter;
+use crate::vhd::{VhdDynamicWriter, VhdFixedWriter};
 use crate::vhdx::VhdxDynamicWriter;
 use crate::vmdk::VmdkWriter;
 use serde::Serialize;
@@ -19,7 +19,8 @@ pub enum OutputFormat {
     Raw,
     /// qcow2, compat 1.1.
     Qcow2,
-    /// VHD (vpc), fixed, size rounded up to 1 MiB as Azure requires.
+    /// VHD (vpc), fixed (default) or dynamic (`subformat=dynamic`), size
+    /// rounded up to 1 MiB as Azure requires.
     Vhd,
     /// VHDX, dynamic.
     Vhdx,
@@ -77,7 +78,15 @@ pub fn create_writer(
     Ok(match format {
         OutputFormat::Raw => Box::new(RawWriter::create(file, size, opts)?),
         OutputFormat::Qcow2 => Box::new(Qcow2Writer::create(file, size, opts)?),
-        OutputFormat::Vhd => Box::new(VhdFixedWriter::create(file, size, opts)?),
+        OutputFormat::Vhd => match opts.subformat.as_deref() {
+            None | Some("fixed") => Box::new(VhdFixedWriter::create(file, size, opts)?),
+            Some("dynamic") => Box::new(VhdDynamicWriter::create(file, size, opts)?),
+            Some(other) => {
+                return Err(Error::unsupported(format!(
+                    "VHD subformat '{other}' (v2x writes fixed and dynamic VHDs)"
+                )))
+            }
+        },
         OutputFormat::Vhdx => Box::new(VhdxDynamicWriter::create(file, size, opts)?),
         OutputFormat::Vmdk => Box::new(VmdkWriter::create(file, size, opts)?),
     })

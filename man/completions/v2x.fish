@@ -39,7 +39,7 @@ vdi\t'VirtualBox VDI'
 vmdk\t'VMDK: descriptor, hosted sparse, streamOptimized, flat, vmfsSparse or seSparse'"
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s O -l output-format -d 'Output format; taken from OUTPUT\'s extension when omitted, else qcow2' -r -f -a "raw\t'Plain disk bytes, sparse'
 qcow2\t'qcow2 (compat 1.1)'
-vpc\t'Fixed VHD, size rounded up to 1 MiB (Azure)'
+vpc\t'VHD, fixed (`-o subformat=dynamic` for dynamic), size rounded up to 1 MiB (Azure)'
 vhdx\t'Dynamic VHDX (`-o cluster_size` sets the block size, default 32 MiB)'
 vmdk\t'streamOptimized VMDK (for VMware, OVA and AWS import)'"
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s o -l option -d 'Output format options as key=value, comma-separated or repeated, like qemu-img: cluster_size=SIZE, compression_type=zlib|zstd, compression_level=N, preallocation=off|full' -r

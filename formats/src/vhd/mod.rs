@@ -23,10 +23,12 @@ mod header;
 mod map;
 pub(crate) mod runs;
 mod write;
+mod write_dynamic;
 
 pub use header::{dyn_off, footer_off, DiskType, MAX_BLOCK_SIZE, MAX_LOCATOR_LEN};
 pub use map::{MAX_BAT_ENTRIES, MAX_CACHED_BITMAPS};
 pub use write::{chs, VhdFixedWriter, MAX_WRITE_SIZE};
+pub use write_dynamic::{VhdDynamicWriter, DYNAMIC_BLOCK_SIZE};
 
 use crate::block::{check_range, BlockSource, Extent, ImageInfo};
 use crate::detect::Format;

@@ -1,4 +1,6 @@
-//! Fixed VHD writer: the disk bytes, then a 512-byte footer.
+//! Fixed VHD writer: the disk bytes, then a 512-byte footer. Also the
+//! pieces the dynamic writer shares: size rounding, CHS geometry, the footer
+//! and the deterministic unique ID.
 //!
 //! The size is rounded up to a whole MiB, which Azure requires of uploaded
 //! fixed VHDs, and `current_size` carries it exactly (the CHS geometry is
@@ -10,14 +12,14 @@ use crate::error::{Error, Result};
 use crate::sink::{
     ChunkEncoder, EncodedChunk, ImageWriter, PlainEncoder, Preallocation, WriteOptions, WriteSummary,
 };
-use crate::vhd::header::{checksum, footer_off, FOOTER_COOKIE, FOOTER_LEN};
+use crate::vhd::header::{checksum, footer_off, DiskType, FOOTER_COOKIE, FOOTER_LEN};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 /// Granularity of hole detection.
 const GRANULE: u64 = 4096;
-/// Fixed VHDs are rounded up to this (Azure's rule).
+/// VHDs we write are rounded up to this (Azure's rule).
 const ALIGN: u64 = 1 << 20;
 /// The largest disk a VHD can describe (2040 GiB).
 pub const MAX_WRITE_SIZE: u64 = 2040 << 30;
@@ -46,18 +48,11 @@ impl VhdFixedWriter {
             None | Some("fixed") => {}
             Some(other) => {
                 return Err(Error::unsupported(format!(
-                    "VHD subformat '{other}' (v2x writes fixed VHDs)"
+                    "VHD subformat '{other}' for the fixed writer (use fixed or dynamic)"
                 )))
             }
         }
-        let rounded = size
-            .checked_next_multiple_of(ALIGN)
-            .filter(|s| *s <= MAX_WRITE_SIZE)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "a VHD holds at most {MAX_WRITE_SIZE} bytes; the disk has {size}"
-                ))
-            })?;
+        let rounded = rounded_size(size)?;
         file.set_len(rounded + FOOTER_LEN as u64)
             .map_err(|e| Error::io("sizing VHD output", e))?;
         if opts.preallocation == Preallocation::Full && rounded > 0 {
@@ -72,6 +67,23 @@ impl VhdFixedWriter {
             digest: 0,
         })
     }
+}
+
+/// `size` rounded up to a whole MiB, refused past [`MAX_WRITE_SIZE`].
+pub(crate) fn rounded_size(size: u64) -> Result<u64> {
+    size.checked_next_multiple_of(ALIGN)
+        .filter(|s| *s <= MAX_WRITE_SIZE)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "a VHD holds at most {MAX_WRITE_SIZE} bytes; the disk has {size}"
+            ))
+        })
+}
+
+/// The note reported when [`rounded_size`] changed the size.
+pub(crate) fn rounding_note(requested: u64, size: u64) -> Option<String> {
+    (size != requested)
+        .then(|| format!("size rounded up from {requested} to {size} bytes (VHDs are written in whole MiB)"))
 }
 
 /// Cylinders, heads and sectors per track for `size` bytes (VHD spec appendix).
@@ -100,11 +112,23 @@ pub fn chs(size: u64) -> (u16, u8, u8) {
 
 /// Builds the footer of a fixed disk of `size` bytes with `unique_id`.
 pub fn fixed_footer(size: u64, unique_id: [u8; 16]) -> [u8; FOOTER_LEN] {
+    footer(size, DiskType::Fixed, u64::MAX, unique_id)
+}
+
+/// Builds the footer of a `kind` disk of `size` bytes whose dynamic header
+/// is at `data_offset` (all ones for a fixed disk). The timestamp is zero,
+/// so the footer depends only on its arguments.
+pub(crate) fn footer(size: u64, kind: DiskType, data_offset: u64, unique_id: [u8; 16]) -> [u8; FOOTER_LEN] {
+    let disk_type: u32 = match kind {
+        DiskType::Fixed => 2,
+        DiskType::Dynamic => 3,
+        DiskType::Differencing => 4,
+    };
     let mut f = [0u8; FOOTER_LEN];
     f[..8].copy_from_slice(FOOTER_COOKIE);
     f[8..12].copy_from_slice(&2u32.to_be_bytes()); // features: reserved bit
     f[12..16].copy_from_slice(&0x0001_0000u32.to_be_bytes());
-    f[footer_off::DATA_OFFSET..footer_off::DATA_OFFSET + 8].copy_from_slice(&u64::MAX.to_be_bytes());
+    f[footer_off::DATA_OFFSET..footer_off::DATA_OFFSET + 8].copy_from_slice(&data_offset.to_be_bytes());
     f[footer_off::CREATOR_APP..footer_off::CREATOR_APP + 4].copy_from_slice(b"v2x ");
     f[32..36].copy_from_slice(&0x0001_0000u32.to_be_bytes());
     f[36..40].copy_from_slice(b"Wi2k");
@@ -114,7 +138,7 @@ pub fn fixed_footer(size: u64, unique_id: [u8; 16]) -> [u8; FOOTER_LEN] {
     f[56..58].copy_from_slice(&c.to_be_bytes());
     f[58] = h;
     f[59] = s;
-    f[footer_off::DISK_TYPE..footer_off::DISK_TYPE + 4].copy_from_slice(&2u32.to_be_bytes());
+    f[footer_off::DISK_TYPE..footer_off::DISK_TYPE + 4].copy_from_slice(&disk_type.to_be_bytes());
     f[footer_off::UNIQUE_ID..footer_off::UNIQUE_ID + 16].copy_from_slice(&unique_id);
     let sum = checksum(&f, footer_off::CHECKSUM);
     f[footer_off::CHECKSUM..footer_off::CHECKSUM + 4].copy_from_slice(&sum.to_be_bytes());
@@ -122,7 +146,7 @@ pub fn fixed_footer(size: u64, unique_id: [u8; 16]) -> [u8; FOOTER_LEN] {
 }
 
 /// A version-4-shaped ID derived from `size` and a data digest.
-fn derived_id(size: u64, digest: u32) -> [u8; 16] {
+pub(crate) fn derived_id(size: u64, digest: u32) -> [u8; 16] {
     let a = crc32c::crc32c_append(digest, &size.to_le_bytes());
     let b = crc32c::crc32c_append(a, b"v2x-vhd-id");
     let mut id = [0u8; 16];
@@ -167,18 +191,11 @@ impl ImageWriter for VhdFixedWriter {
         self.file
             .write_all_at(&footer, self.size)
             .map_err(|e| Error::io("writing the VHD footer", e))?;
-        let mut notes = Vec::new();
-        if self.size != self.requested {
-            notes.push(format!(
-                "size rounded up from {} to {} bytes (fixed VHDs are whole MiB)",
-                self.requested, self.size
-            ));
-        }
         Ok(WriteSummary {
             virtual_size: self.size,
             data_bytes: self.data_bytes,
             file_size: self.size + FOOTER_LEN as u64,
-            notes,
+            notes: rounding_note(self.requested, self.size).into_iter().collect(),
         })
     }
 }
