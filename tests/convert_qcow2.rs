@@ -313,3 +313,31 @@ fn json_events_are_one_object_per_line() {
     assert_eq!(last["event"], "error");
     assert_eq!(last["kind"], "denied");
 }
+
+#[test]
+fn fifo_backing_file_is_refused_not_opened() {
+    let dir_guard = scratch("fifo");
+    let dir = dir_guard.path();
+    tool_ok("mkfifo", &[s(&dir.join("base.raw"))]);
+    let top = dir.join("top.qcow2");
+    tool_ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-u",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            s(&top),
+            "1M",
+        ],
+    );
+    // Opening a FIFO would block forever; the refusal must come first.
+    let r = run_v2x(&["convert", "-q", s(&top), s(&dir.join("o.qcow2"))]);
+    assert_eq!(r.status.code(), Some(7), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("not a regular file"));
+}

@@ -207,6 +207,7 @@ impl Opener {
                 )));
             }
         }
+        check_disk_file(&canon, child, "backing file", name)?;
         Ok(canon)
     }
 }
@@ -241,18 +242,7 @@ impl Opener {
                 e,
             )
         })?;
-        // A FIFO would block the open forever, and a socket or character
-        // device is no disk: only regular files and block devices are extents.
-        let meta = std::fs::metadata(&canon)
-            .map_err(|e| Error::io(format!("inspecting extent {}", canon.display()), e))?;
-        let ft = meta.file_type();
-        if !(ft.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&ft)) {
-            return Err(Error::Denied(format!(
-                "{}: extent '{name}' ({}) is not a regular file or block device",
-                descriptor.display(),
-                canon.display()
-            )));
-        }
+        check_disk_file(&canon, descriptor, "extent", name)?;
         if self.opts.backing == BackingPolicy::Any {
             return Ok(canon);
         }
@@ -267,6 +257,23 @@ impl Opener {
              use --allow-backing DIR or --allow-backing any",
             descriptor.display(),
             canon.display()
+        )))
+    }
+}
+
+/// Refuses anything but a regular file or block device: a FIFO would block
+/// the open forever, and a socket or character device is no disk.
+fn check_disk_file(path: &Path, referrer: &Path, role: &str, name: &str) -> Result<()> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::io(format!("inspecting {role} {}", path.display()), e))?;
+    let ft = meta.file_type();
+    if ft.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&ft) {
+        Ok(())
+    } else {
+        Err(Error::Denied(format!(
+            "{}: {role} '{name}' ({}) is not a regular file or block device",
+            referrer.display(),
+            path.display()
         )))
     }
 }
