@@ -4,7 +4,8 @@
 //! aligned to the writer's cluster size. Chunks with no data are never read.
 //! Batches of data chunks are read and encoded (zero detection, compression)
 //! on a rayon pool while one writer thread stores the previous batch in
-//! order, so output is deterministic and memory is bounded by two batches.
+//! order, so output is deterministic and memory is bounded by three batches
+//! (one being written, one queued, one being read).
 
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +27,7 @@ pub struct CopyOptions {
     pub threads: usize,
     /// Bytes per chunk (rounded up to the writer's cluster size).
     pub chunk_size: u64,
-    /// Chunks per batch; two batches are in memory at most.
+    /// Chunks per batch; three batches are in memory at most.
     pub batch: usize,
     /// Set (e.g. by a SIGINT handler) to stop the copy between batches.
     pub cancel: Option<Arc<AtomicBool>>,
