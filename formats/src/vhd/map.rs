@@ -3,9 +3,8 @@
 
 use crate::error::{check_limit, Error, Result};
 use crate::vhd::header::DynHeader;
-use crate::vhd::runs::{ReadAt, RunList, Source};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use crate::vhd::runs::{BitmapCache, ReadAt, RunList, Source};
+use std::sync::Arc;
 
 /// Most BAT entries we load (16 MiB of table; 8 TiB at the default 2 MiB blocks).
 pub const MAX_BAT_ENTRIES: u64 = 1 << 22;
@@ -26,7 +25,7 @@ pub struct Bat {
     /// Bytes of sector bitmap before each block's data (whole sectors).
     bitmap_len: u64,
     /// Sector bitmaps read so far, by block number.
-    bitmaps: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    bitmaps: BitmapCache,
     /// Whether a clear bitmap bit means "ask the parent" (differencing) or "zero".
     absent: Source,
 }
@@ -73,7 +72,7 @@ impl Bat {
             entries,
             block_size: hdr.block_size,
             bitmap_len,
-            bitmaps: Mutex::new(HashMap::new()),
+            bitmaps: BitmapCache::new(MAX_CACHED_BITMAPS),
             absent: if differencing {
                 Source::Parent
             } else {
@@ -89,23 +88,11 @@ impl Bat {
 
     /// The sector bitmap of allocated block `block` stored at `bitmap_at`.
     fn bitmap(&self, file: &dyn ReadAt, block: u64, bitmap_at: u64) -> Result<Arc<Vec<u8>>> {
-        if let Some(b) = self.cache().get(&block) {
-            return Ok(b.clone());
-        }
-        let mut buf = vec![0u8; self.bitmap_len as usize];
-        file.read_exact_at(bitmap_at, &mut buf)?;
-        let b = Arc::new(buf);
-        let mut cache = self.cache();
-        if cache.len() >= MAX_CACHED_BITMAPS {
-            cache.clear();
-        }
-        cache.insert(block, b.clone());
-        Ok(b)
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Vec<u8>>>> {
-        // A panic elsewhere cannot leave the cache inconsistent: recover it.
-        self.bitmaps.lock().unwrap_or_else(|p| p.into_inner())
+        self.bitmaps.get_or_load(block, || {
+            let mut buf = vec![0u8; self.bitmap_len as usize];
+            file.read_exact_at(bitmap_at, &mut buf)?;
+            Ok(buf)
+        })
     }
 
     /// Translates guest `[start, start + len)` into runs.

@@ -8,6 +8,56 @@
 use crate::block::{BlockSource, Extent, ExtentKind, ExtentList};
 use crate::error::{Error, Result};
 use crate::file::HostFile;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Sector bitmaps of VHD and VHDX blocks read so far, by block number, at
+/// most `max_entries` of them: when full, the whole cache is dropped. The
+/// lock is never held while a bitmap is read from the file.
+#[derive(Debug)]
+pub(crate) struct BitmapCache {
+    max_entries: usize,
+    map: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+}
+
+impl BitmapCache {
+    /// An empty cache holding at most `max_entries` bitmaps (at least one).
+    pub(crate) fn new(max_entries: usize) -> Self {
+        BitmapCache {
+            max_entries: max_entries.max(1),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The bitmap of `block`, from the cache or else from `load`.
+    pub(crate) fn get_or_load(
+        &self,
+        block: u64,
+        load: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Arc<Vec<u8>>> {
+        if let Some(b) = self.lock().get(&block) {
+            return Ok(b.clone());
+        }
+        let b = Arc::new(load()?);
+        let mut map = self.lock();
+        if map.len() >= self.max_entries {
+            map.clear();
+        }
+        map.insert(block, b.clone());
+        Ok(b)
+    }
+
+    /// Number of bitmaps held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Vec<u8>>>> {
+        // A panic elsewhere cannot leave the map inconsistent: recover it.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// Something an image's stored bytes can be read from (a host file, or a
 /// host file seen through a replayed VHDX log).

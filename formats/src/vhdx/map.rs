@@ -9,16 +9,20 @@
 //! byte 0 first; a clear bit falls through to the parent.
 
 use crate::error::{check_limit, Error, Result};
-use crate::vhd::runs::{ReadAt, RunList, Source};
+use crate::vhd::runs::{BitmapCache, ReadAt, RunList, Source};
 use crate::vhdx::header::{Metadata, Region};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Most BAT entries we load (64 MiB of table: 8 TiB at 1 MiB blocks,
 /// the full 64 TiB at 8 MiB blocks and above).
 pub const MAX_BAT_ENTRIES: u64 = 1 << 23;
 /// Most bytes of sector bitmap kept in memory; the cache is dropped when full.
 pub const MAX_BITMAP_CACHE_BYTES: u64 = 64 << 20;
+
+/// A bitmap cache that holds at most [`MAX_BITMAP_CACHE_BYTES`] of `bitmap_len`-byte bitmaps.
+fn bitmap_cache(bitmap_len: u64) -> BitmapCache {
+    BitmapCache::new((MAX_BITMAP_CACHE_BYTES / bitmap_len.max(1)) as usize)
+}
 
 const MIB: u64 = 1 << 20;
 
@@ -45,7 +49,8 @@ pub struct Bat {
     differencing: bool,
     /// Bytes of sector bitmap per payload block.
     bitmap_len: u64,
-    bitmaps: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    /// Sector bitmaps read so far, at most [`MAX_BITMAP_CACHE_BYTES`] of them.
+    bitmaps: BitmapCache,
 }
 
 impl Bat {
@@ -85,7 +90,7 @@ impl Bat {
             chunk_ratio,
             differencing: md.has_parent,
             bitmap_len: md.block_size / sector / 8,
-            bitmaps: Mutex::new(HashMap::new()),
+            bitmaps: bitmap_cache(md.block_size / sector / 8),
         })
     }
 
@@ -110,9 +115,11 @@ impl Bat {
 
     /// The part of the sector bitmap that covers payload block `block`.
     fn bitmap(&self, file: &dyn ReadAt, block: u64) -> Result<Arc<Vec<u8>>> {
-        if let Some(b) = self.cache().get(&block) {
-            return Ok(b.clone());
-        }
+        self.bitmaps.get_or_load(block, || self.read_bitmap(file, block))
+    }
+
+    /// Reads the part of the sector bitmap that covers payload block `block`.
+    fn read_bitmap(&self, file: &dyn ReadAt, block: u64) -> Result<Vec<u8>> {
         let chunk = block / self.chunk_ratio;
         let index = chunk * (self.chunk_ratio + 1) + self.chunk_ratio;
         let e = self.entry(index)?;
@@ -125,17 +132,7 @@ impl Bat {
         let at = ((e >> 20) * MIB).saturating_add((block % self.chunk_ratio) * self.bitmap_len);
         let mut buf = vec![0u8; self.bitmap_len as usize];
         file.read_exact_at(at, &mut buf)?;
-        let b = Arc::new(buf);
-        let mut cache = self.cache();
-        if (cache.len() as u64 + 1) * self.bitmap_len > MAX_BITMAP_CACHE_BYTES {
-            cache.clear();
-        }
-        cache.insert(block, b.clone());
-        Ok(b)
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Vec<u8>>>> {
-        self.bitmaps.lock().unwrap_or_else(|p| p.into_inner())
+        Ok(buf)
     }
 
     /// Translates guest `[start, start + len)` into runs.
@@ -265,7 +262,7 @@ mod tests {
             chunk_ratio,
             differencing: md.has_parent,
             bitmap_len: block_size / 512 / 8,
-            bitmaps: Mutex::new(HashMap::new()),
+            bitmaps: bitmap_cache(block_size / 512 / 8),
         };
         for round in 0..2 {
             for b in 0..blocks {
@@ -281,7 +278,7 @@ mod tests {
                     want_stored,
                     "round {round} block {b}"
                 );
-                let cached = bat.cache().len() as u64 * bat.bitmap_len;
+                let cached = bat.bitmaps.len() as u64 * bat.bitmap_len;
                 assert!(cached <= MAX_BITMAP_CACHE_BYTES);
             }
         }
