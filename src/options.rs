@@ -109,13 +109,15 @@ pub fn open_source(
 ) -> Result<Box<dyn v2x_formats::BlockSource>> {
     let img = v2x_formats::open_image(path, &open_options(src, format))
         .with_context(|| format!("opening {}", path.display()))?;
-    if format == Some(InputFormat::Vmdk) && img.info().format != "vmdk" {
-        return Err(v2x_formats::Error::invalid(format!(
-            "{} is not a VMDK (it looks like {})",
-            path.display(),
-            img.info().format
-        ))
-        .into());
+    if format == Some(InputFormat::Vmdk) {
+        let found = img.info().format;
+        if found != "vmdk" {
+            return Err(v2x_formats::Error::invalid(format!(
+                "{} is not a VMDK (it looks like {found})",
+                path.display()
+            ))
+            .into());
+        }
     }
     Ok(img)
 }
