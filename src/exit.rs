@@ -57,6 +57,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 Error::LimitExceeded { .. } => LIMIT,
                 Error::Denied(_) => DENIED,
                 Error::Invalid(_) => USAGE,
+                Error::NotFound(_) => OTHER,
             };
         }
         if cause.downcast_ref::<Refused>().is_some() {

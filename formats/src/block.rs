@@ -239,3 +239,59 @@ mod tests {
         assert!(check_range(100, u64::MAX, 2).is_err());
     }
 }
+
+/// A byte range of another source, seen as a disk of its own: a partition,
+/// a logical volume segment, or a member of an OVA tar.
+pub struct SubRange {
+    inner: std::sync::Arc<dyn BlockSource>,
+    offset: u64,
+    len: u64,
+    name: String,
+}
+
+impl SubRange {
+    /// `[offset, offset + len)` of `inner`, which must lie inside it.
+    pub fn new(
+        inner: std::sync::Arc<dyn BlockSource>,
+        offset: u64,
+        len: u64,
+        name: impl Into<String>,
+    ) -> Result<Self> {
+        check_range(inner.size(), offset, len)?;
+        Ok(Self {
+            inner,
+            offset,
+            len,
+            name: name.into(),
+        })
+    }
+
+    /// Where the range starts in the underlying source.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl BlockSource for SubRange {
+    fn size(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        check_range(self.len, offset, buf.len() as u64)?;
+        self.inner.read_at(self.offset + offset, buf)
+    }
+    fn map(&self, start: u64, len: u64) -> Result<Vec<Extent>> {
+        check_range(self.len, start, len)?;
+        let mut out = self.inner.map(self.offset + start, len)?;
+        for e in &mut out {
+            e.start -= self.offset;
+        }
+        Ok(out)
+    }
+    fn info(&self) -> ImageInfo {
+        let mut info = self.inner.info();
+        info.path = self.name.clone();
+        info.virtual_size = self.len;
+        info
+    }
+}

@@ -45,6 +45,10 @@ pub enum Error {
     /// The caller passed an impossible request (bad option, read past the end).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A named object (a path inside a guest filesystem, a logical volume)
+    /// does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
 }
 
 impl Error {
@@ -74,6 +78,11 @@ impl Error {
         Error::Invalid(what.to_string())
     }
 
+    /// Builds an [`Error::NotFound`].
+    pub fn not_found(what: impl fmt::Display) -> Self {
+        Error::NotFound(what.to_string())
+    }
+
     /// Short stable name of the kind, used in JSON events and exit-code mapping.
     pub fn kind_name(&self) -> &'static str {
         match self {
@@ -83,6 +92,7 @@ impl Error {
             Error::LimitExceeded { .. } => "limit-exceeded",
             Error::Denied(_) => "denied",
             Error::Invalid(_) => "invalid",
+            Error::NotFound(_) => "not-found",
         }
     }
 }

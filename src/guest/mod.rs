@@ -1,0 +1,2 @@
+//! The guest: what is inside the disks (inspection) and, later, how it is
+//! changed for KVM (conversion).
