@@ -202,44 +202,6 @@ impl<T: BlockSource + ?Sized> BlockSource for std::sync::Arc<T> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn extent_list_merges_neighbours() {
-        let mut l = ExtentList::new();
-        l.push(0, 10, ExtentKind::Data, 0);
-        l.push(10, 5, ExtentKind::Data, 0);
-        l.push(15, 5, ExtentKind::Data, 1);
-        l.push(20, 0, ExtentKind::Zero, 0);
-        l.push(20, 4, ExtentKind::Zero, 0);
-        let v = l.into_vec();
-        assert_eq!(v.len(), 3);
-        assert_eq!((v[0].start, v[0].len), (0, 15));
-        assert_eq!(v[1].layer, 1);
-        assert_eq!(v[2].kind, ExtentKind::Zero);
-    }
-
-    #[test]
-    fn is_zero_finds_any_set_byte() {
-        let mut buf = vec![0u8; 4099];
-        assert!(is_zero(&buf));
-        for i in [0, 63, 64, 4095, 4098] {
-            buf[i] = 1;
-            assert!(!is_zero(&buf), "byte {i}");
-            buf[i] = 0;
-        }
-    }
-
-    #[test]
-    fn check_range_rejects_overflow() {
-        assert!(check_range(100, 90, 10).is_ok());
-        assert!(check_range(100, 91, 10).is_err());
-        assert!(check_range(100, u64::MAX, 2).is_err());
-    }
-}
-
 /// A byte range of another source, seen as a disk of its own: a partition,
 /// a logical volume segment, or a member of an OVA tar.
 pub struct SubRange {
@@ -293,5 +255,43 @@ impl BlockSource for SubRange {
         info.path = self.name.clone();
         info.virtual_size = self.len;
         info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extent_list_merges_neighbours() {
+        let mut l = ExtentList::new();
+        l.push(0, 10, ExtentKind::Data, 0);
+        l.push(10, 5, ExtentKind::Data, 0);
+        l.push(15, 5, ExtentKind::Data, 1);
+        l.push(20, 0, ExtentKind::Zero, 0);
+        l.push(20, 4, ExtentKind::Zero, 0);
+        let v = l.into_vec();
+        assert_eq!(v.len(), 3);
+        assert_eq!((v[0].start, v[0].len), (0, 15));
+        assert_eq!(v[1].layer, 1);
+        assert_eq!(v[2].kind, ExtentKind::Zero);
+    }
+
+    #[test]
+    fn is_zero_finds_any_set_byte() {
+        let mut buf = vec![0u8; 4099];
+        assert!(is_zero(&buf));
+        for i in [0, 63, 64, 4095, 4098] {
+            buf[i] = 1;
+            assert!(!is_zero(&buf), "byte {i}");
+            buf[i] = 0;
+        }
+    }
+
+    #[test]
+    fn check_range_rejects_overflow() {
+        assert!(check_range(100, 90, 10).is_ok());
+        assert!(check_range(100, 91, 10).is_err());
+        assert!(check_range(100, u64::MAX, 2).is_err());
     }
 }
