@@ -7,6 +7,7 @@ pub mod compare;
 pub mod copy;
 pub mod exit;
 pub mod fs;
+pub mod fuzzing;
 pub mod guest;
 pub mod manpages;
 pub mod options;
