@@ -43,6 +43,30 @@ EXIT STATUS:
     exit_status_common!()
 );
 
+/// The JSON schema of `inspect --json`, shown in `--help` and the man page.
+pub const INSPECT_HELP: &str = concat!(
+    "JSON SCHEMA (--json), version 1. One object:
+  schema      1
+  disks[]     name (sda, sdb, ...), path, format, virtual_size, partition_table (mbr|gpt|none)
+  volumes[]   name (sda1, sdb5, vg/lv), disk (index), size,
+              kind {type: whole-disk | partition {scheme, number, start, len, type_id,
+                    part_uuid?, part_label?, bootable} | logical-volume {vg, lv, uuid}},
+              content {type: unknown | lvm-pv | luks | bit-locker | swap | md-raid | partition-table, ...},
+              filesystem? {type (ext2|ext3|ext4|xfs|btrfs|ntfs|vfat), label, uuid, subvolumes[]?, notes[]?},
+              error? (why a recognised filesystem could not be read)
+  roots[]     rank (1 = the root convert picks), volume, subvolume?, os_type (linux|windows),
+              distro, version, product_name, arch, hostname, firmware (bios|uefi), firmware_reason,
+              mountpoints[] {mountpoint, spec, volume, fstype, subvolume?},
+              linux? {...}, windows? {...} (details, described below), warnings[]
+  warnings[]  problems that did not stop inspection
+Fields are never renamed within a schema version; new fields may appear.
+
+EXIT STATUS:
+  0  success, whether or not an operating system was found
+",
+    exit_status_common!()
+);
+
 /// Offline VM image converter: VMware, Hyper-V, Xen and VirtualBox disks to KVM, without an appliance.
 #[derive(Debug, Parser)]
 #[command(name = "v2x", version, about, after_long_help = EXIT_CODES_HELP)]
@@ -64,6 +88,9 @@ pub enum Command {
     /// Compare the guest-visible contents of two images (like qemu-img compare).
     #[command(after_long_help = EXIT_CODES_HELP)]
     Compare(CompareArgs),
+    /// Look inside a guest's disks: partitions, LVM, filesystems and operating systems.
+    #[command(after_long_help = INSPECT_HELP)]
+    Inspect(InspectArgs),
     /// Print a shell completion script to standard output.
     Completions {
         /// The shell.
@@ -191,6 +218,23 @@ pub struct InfoArgs {
     #[arg(long)]
     pub map: bool,
     /// How the image is opened.
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// Arguments of `v2x inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The guest's disk images, in the order the guest sees them (the first is sda).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Image format (for every image); detected when omitted.
+    #[arg(short = 'f', long = "format", value_enum)]
+    pub format: Option<InputFormat>,
+    /// Print the report as JSON (schema in the man page).
+    #[arg(long)]
+    pub json: bool,
+    /// How the images are opened.
     #[command(flatten)]
     pub source: SourceArgs,
 }

@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod guest;
 pub mod manpages;
 pub mod options;
+pub mod overlay;
 pub mod pipeline;
 pub mod report;
 pub mod volume;

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => pipeline::convert(a),
         Command::Info(a) => pipeline::info(a),
         Command::Compare(a) => pipeline::compare_cmd(a),
+        Command::Inspect(a) => pipeline::inspect_cmd(a),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "v2x", &mut std::io::stdout());
             Ok(exit::OK)

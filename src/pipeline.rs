@@ -2,10 +2,11 @@
 //! calls: open → (volumes → filesystems → inspect → plan → apply: later
 //! stages) → copy → finalize.
 
-use crate::cli::{CompareArgs, ConvertArgs, InfoArgs, OutputFormatArg};
+use crate::cli::{CompareArgs, ConvertArgs, InfoArgs, InspectArgs, OutputFormatArg};
 use crate::compare::{compare, Verdict};
 use crate::copy::{copy, CopyOptions, CopyStats};
 use crate::exit::{self, Refused};
+use crate::guest::inspect::Disk;
 use crate::options::{open_source, write_options};
 use crate::report::{human_bytes, Mode, Reporter};
 use anyhow::{Context, Result};
@@ -208,6 +209,26 @@ pub fn info(args: &InfoArgs) -> Result<u8> {
             );
         }
         print_out(&text)?;
+    }
+    Ok(exit::OK)
+}
+
+/// `v2x inspect`: opens every disk, runs inspection, prints the report.
+pub fn inspect_cmd(args: &InspectArgs) -> Result<u8> {
+    let mut disks = Vec::with_capacity(args.images.len());
+    for path in &args.images {
+        let src = open_source(path, &args.source, args.format)?;
+        disks.push(Disk {
+            path: path.display().to_string(),
+            format: src.info().format,
+            source: std::sync::Arc::from(src),
+        });
+    }
+    let report = crate::guest::inspect::inspect(disks).context("inspecting the guest")?;
+    if args.json {
+        print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+    } else {
+        print_out(&crate::guest::inspect::report::render(&report))?;
     }
     Ok(exit::OK)
 }

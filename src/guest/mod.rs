@@ -1,2 +1,3 @@
 //! The guest: what is inside the disks (inspection) and, later, how it is
 //! changed for KVM (conversion).
+pub mod inspect;
