@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod compare;
+pub mod convert;
 pub mod copy;
 pub mod exit;
 pub mod fs;

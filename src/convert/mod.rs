@@ -1,0 +1,6 @@
+//! Guest conversion: the edits that make a guest boot on KVM/virtio. Each
+//! module computes edits; applying them to the overlay is a separate step so
+//! `--dry-run` can print the plan.
+
+pub mod cpio;
+pub mod devnames;
