@@ -4,3 +4,4 @@
 
 pub mod cpio;
 pub mod devnames;
+pub mod virtio_initramfs;
