@@ -4,4 +4,5 @@
 
 pub mod cpio;
 pub mod devnames;
+pub mod plan;
 pub mod virtio_initramfs;
