@@ -4,5 +4,6 @@
 
 pub mod cpio;
 pub mod devnames;
+pub mod linux;
 pub mod plan;
 pub mod virtio_initramfs;

@@ -1,0 +1,274 @@
+//! The Linux edit plan: what changes so the guest boots on virtio. Each
+//! `*_step` function reads the guest (never writes) and returns a
+//! [`Step`](super::plan::Step); [`plan`] runs them in order.
+
+use super::cpio::{append_padding, ArchiveTree};
+use super::devnames::{self, NewName, Syntax};
+use super::plan::{Edit, EditPlan, Step};
+use super::virtio_initramfs::{self, Payload, VirtioRules};
+use crate::fs::guest::GuestRoot;
+use crate::guest::inspect::spec::parse_disk_device;
+use crate::guest::inspect::Storage;
+use crate::volume::{Content, VolumeKind};
+use v2x_formats::{Error, Result};
+
+/// Largest config file we rewrite.
+pub const MAX_CONFIG: u64 = 4 << 20;
+
+/// Files that may name disks, with the syntax each uses. Globs are `dir/*.ext`.
+const DEVICE_NAME_FILES: &[(&str, Syntax)] = &[
+    ("/etc/fstab", Syntax::Fstab),
+    ("/etc/crypttab", Syntax::Crypttab),
+    ("/etc/default/grub", Syntax::Cmdline),
+    ("/etc/sysconfig/grub", Syntax::Cmdline),
+    ("/boot/grub/grub.cfg", Syntax::Cmdline),
+    ("/boot/grub2/grub.cfg", Syntax::Cmdline),
+    ("/boot/grub/menu.lst", Syntax::Cmdline),
+    ("/boot/grub/grub.conf", Syntax::Cmdline),
+    ("/boot/extlinux/extlinux.conf", Syntax::Cmdline),
+    ("/boot/syslinux/syslinux.cfg", Syntax::Cmdline),
+    ("/etc/kernel/cmdline", Syntax::Cmdline),
+    ("/boot/grub/device.map", Syntax::Plain),
+    ("/boot/grub2/device.map", Syntax::Plain),
+    ("/etc/initramfs-tools/conf.d/resume", Syntax::Cmdline),
+    ("/boot/loader/entries/*.conf", Syntax::Cmdline),
+    ("/boot/efi/EFI/*/grub.cfg", Syntax::Cmdline),
+];
+
+/// grubenv files: a fixed 1024-byte block padded with `#`.
+const GRUBENV_FILES: &[&str] = &["/boot/grub/grubenv", "/boot/grub2/grubenv"];
+
+/// One installed kernel, as inspection found it.
+#[derive(Debug, Clone)]
+pub struct KernelRef {
+    /// Version string ("6.1.0-18-amd64").
+    pub version: String,
+    /// Guest path of its initramfs, if it has one.
+    pub initramfs: Option<String>,
+    /// The existing initramfs's paths, for symlink-safe appending.
+    pub initramfs_tree: ArchiveTree,
+}
+
+/// Builds the whole plan for a Linux root.
+pub fn plan(storage: &Storage, tree: &GuestRoot, kernels: &[KernelRef]) -> Result<EditPlan> {
+    let mut plan = EditPlan::default();
+    plan.push(device_names_step(storage, tree)?);
+    plan.push(initramfs_step(tree, kernels, &VirtioRules::builtin())?);
+    Ok(plan)
+}
+
+/// The new name of an old disk device, from the volumes found on the disks.
+pub fn storage_lookup(storage: &Storage) -> impl Fn(&str) -> Option<NewName> + '_ {
+    move |dev: &str| {
+        let (_, disk, part) = parse_disk_device(dev)?;
+        if disk >= storage.disks.len() {
+            return None;
+        }
+        let uuid = storage
+            .volumes
+            .volumes
+            .iter()
+            .zip(&storage.filesystems)
+            .find(|(v, _)| {
+                v.disk == disk
+                    && match (&v.kind, part) {
+                        (VolumeKind::Partition { number, .. }, Some(p)) => *number == p,
+                        (VolumeKind::WholeDisk, None) => true,
+                        _ => false,
+                    }
+            })
+            .and_then(|(v, fs)| match (fs, &v.content) {
+                (Some(fs), _) => fs.uuid(),
+                (None, Content::Swap { uuid, .. }) => uuid.clone(),
+                (None, Content::Luks { uuid, .. }) => Some(uuid.clone()),
+                _ => None,
+            });
+        Some(NewName {
+            uuid,
+            virtio: devnames::virtio_name(disk, part),
+        })
+    }
+}
+
+/// Expands one `DEVICE_NAME_FILES` pattern into existing guest paths.
+fn expand(tree: &GuestRoot, pattern: &str) -> Result<Vec<String>> {
+    let Some((dir, file_glob)) = pattern.rsplit_once('/') else {
+        return Ok(vec![]);
+    };
+    if !dir.contains('*') && !file_glob.contains('*') {
+        return Ok(if tree.exists(pattern)? {
+            vec![pattern.to_string()]
+        } else {
+            vec![]
+        });
+    }
+    // One `*` per component, in the directory or the file name.
+    let mut dirs = vec![String::new()];
+    for comp in dir.split('/').filter(|c| !c.is_empty()) {
+        let mut next = Vec::new();
+        for d in &dirs {
+            let here = if d.is_empty() { "/".to_string() } else { d.clone() };
+            if comp == "*" {
+                match tree.read_dir(&here) {
+                    Ok(es) => next.extend(es.into_iter().map(|e| format!("{d}/{}", e.name))),
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            } else {
+                next.push(format!("{d}/{comp}"));
+            }
+        }
+        dirs = next;
+    }
+    let (prefix, suffix) = file_glob.split_once('*').unwrap_or((file_glob, ""));
+    let mut out = Vec::new();
+    for d in dirs {
+        let entries = match tree.read_dir(&d) {
+            Ok(es) => es,
+            Err(Error::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let matches = if file_glob.contains('*') {
+                e.name.starts_with(prefix) && e.name.ends_with(suffix)
+            } else {
+                e.name == file_glob
+            };
+            if matches && e.file_type != crate::fs::FileType::Dir {
+                out.push(format!("{d}/{}", e.name));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rewrites `/dev/sdX`-style names in fstab, crypttab, grub and BLS files.
+pub fn device_names_step(storage: &Storage, tree: &GuestRoot) -> Result<Step> {
+    let lookup = storage_lookup(storage);
+    let mut edits = Vec::new();
+    let mut notes = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (pattern, syntax) in DEVICE_NAME_FILES {
+        for path in expand(tree, pattern)? {
+            // A symlinked config (grub.cfg -> ../boot/grub/grub.cfg) is edited once, at its real path.
+            let real = tree.resolve(&path, true)?.guest_path;
+            if !seen.insert(real.clone()) {
+                continue;
+            }
+            let old = tree.read_file_max(&real, MAX_CONFIG)?;
+            let text = String::from_utf8_lossy(&old);
+            let (new, changes) = devnames::rewrite(&text, *syntax, &lookup);
+            for c in &changes {
+                notes.push(format!("{real}:{}: {} -> {}", c.line, c.from, c.to));
+            }
+            if !changes.is_empty() {
+                edits.push(Edit::WriteFile {
+                    path: real,
+                    old: Some(old),
+                    new: new.into_bytes(),
+                    mode: 0o644,
+                });
+            }
+        }
+    }
+    for path in GRUBENV_FILES {
+        if !tree.exists(path)? {
+            continue;
+        }
+        let old = tree.read_file_max(path, MAX_CONFIG)?;
+        let text = String::from_utf8_lossy(&old);
+        let body = text.trim_end_matches('#');
+        let (new_body, changes) = devnames::rewrite(body, Syntax::Cmdline, &lookup);
+        if changes.is_empty() {
+            continue;
+        }
+        if new_body.len() > old.len() {
+            return Err(Error::unsupported(format!(
+                "{path}: the rewritten environment block does not fit in {} bytes",
+                old.len()
+            )));
+        }
+        let mut new = new_body.into_bytes();
+        new.resize(old.len(), b'#');
+        for c in &changes {
+            notes.push(format!("{path}:{}: {} -> {}", c.line, c.from, c.to));
+        }
+        edits.push(Edit::WriteFile {
+            path: path.to_string(),
+            old: Some(old),
+            new,
+            mode: 0o644,
+        });
+    }
+    Ok(Step {
+        id: "device-names".into(),
+        summary: "disk device names that change on virtio become UUID= (or /dev/vdX)".into(),
+        edits,
+        notes,
+    })
+}
+
+/// Appends virtio drivers to every kernel's initramfs.
+pub fn initramfs_step(tree: &GuestRoot, kernels: &[KernelRef], rules: &VirtioRules) -> Result<Step> {
+    let mut edits = Vec::new();
+    let mut notes = Vec::new();
+    for k in kernels {
+        let Some(initrd) = &k.initramfs else {
+            notes.push(format!("kernel {} has no initramfs; nothing to add", k.version));
+            continue;
+        };
+        match virtio_initramfs::payload(tree, &k.version, &k.initramfs_tree, rules)? {
+            Payload::Skip(why) => notes.push(format!("kernel {}: {why}", k.version)),
+            Payload::Append { archive, modules, .. } => {
+                let size = tree.stat(initrd)?.size;
+                let mut data = vec![0u8; append_padding(size)];
+                data.extend_from_slice(&archive);
+                notes.push(format!(
+                    "kernel {}: {} modules added to {initrd}",
+                    k.version,
+                    modules.len()
+                ));
+                edits.push(Edit::Append {
+                    path: tree.resolve(initrd, true)?.guest_path,
+                    len: data.len() as u64,
+                    data,
+                });
+            }
+        }
+    }
+    Ok(Step {
+        id: "initramfs".into(),
+        summary: "virtio drivers appended to each initramfs as a second cpio archive".into(),
+        edits,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::memfs::MemFs;
+    use std::sync::Arc;
+
+    #[test]
+    fn patterns_expand_to_existing_files() {
+        let mut fs = MemFs::new();
+        fs.file("/etc/fstab", b"x");
+        fs.file("/boot/loader/entries/a.conf", b"x");
+        fs.file("/boot/loader/entries/b.conf", b"x");
+        fs.file("/boot/loader/entries/readme.txt", b"x");
+        fs.file("/boot/efi/EFI/debian/grub.cfg", b"x");
+        fs.file("/boot/efi/EFI/BOOT/BOOTX64.EFI", b"x");
+        let t = GuestRoot::new(Arc::new(fs), "sda1");
+        assert_eq!(expand(&t, "/etc/fstab").unwrap(), vec!["/etc/fstab"]);
+        assert!(expand(&t, "/etc/crypttab").unwrap().is_empty());
+        assert_eq!(
+            expand(&t, "/boot/loader/entries/*.conf").unwrap(),
+            vec!["/boot/loader/entries/a.conf", "/boot/loader/entries/b.conf"]
+        );
+        assert_eq!(
+            expand(&t, "/boot/efi/EFI/*/grub.cfg").unwrap(),
+            vec!["/boot/efi/EFI/debian/grub.cfg"]
+        );
+    }
+}
