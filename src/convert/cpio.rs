@@ -55,6 +55,11 @@ impl ArchiveTree {
         self.nodes.contains_key(&clean(path))
     }
 
+    /// Every path of the archive, as stored.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
     /// Resolves the directory part of `path` through the archive's symlinks,
     /// so that writing the result never replaces a symlink. The final
     /// component is kept as is.

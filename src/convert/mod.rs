@@ -4,6 +4,7 @@
 
 pub mod cpio;
 pub mod devnames;
+pub mod kmod_index;
 pub mod linux;
 pub mod plan;
 pub mod virtio_initramfs;

@@ -6,6 +6,7 @@
 //! Which modules to add is data: `drivers-db/linux/virtio-modules.toml`.
 
 use super::cpio::{ArchiveTree, CpioWriter};
+use super::kmod_index;
 use crate::fs::guest::GuestRoot;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,8 +36,8 @@ pub struct InitramfsRules {
     pub modules: Vec<String>,
     /// Modules that must be built in or present for a kernel to be left alone.
     pub required: Vec<String>,
-    /// Module index files copied along.
-    pub index_files: Vec<String>,
+    /// Module index files copied unchanged.
+    pub copy_index_files: Vec<String>,
 }
 
 impl VirtioRules {
@@ -101,6 +102,16 @@ impl ModuleDeps {
         }
         Ok(out.into_iter().collect())
     }
+}
+
+/// The lines of `text` that `keep` accepts, each ending in a newline.
+fn filter_lines(text: &str, keep: impl Fn(&str) -> bool) -> String {
+    let mut out = String::new();
+    for l in text.lines().filter(|l| keep(l)) {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 /// What to append to one kernel's initramfs.
@@ -181,15 +192,64 @@ pub fn payload(root: &GuestRoot, kver: &str, original: &ArchiveTree, rules: &Vir
         w.file(&real, 0o644, &data, original)?;
         modules.push(path);
     }
+    // The modules the initramfs will hold: what it had plus what we add.
+    let mut held: BTreeSet<String> = modules.iter().map(|p| module_name(p)).collect();
+    let prefixes = [
+        format!("lib/modules/{kver}/"),
+        original
+            .real_path(&format!("lib/modules/{kver}/x"))?
+            .trim_end_matches('x')
+            .to_string(),
+    ];
+    for p in original.paths() {
+        if prefixes.iter().any(|pre| p.starts_with(pre.as_str())) && p.contains(".ko") {
+            held.insert(module_name(p));
+        }
+    }
+    let keep = |name: &str| held.contains(name);
     let mut index_files = Vec::new();
-    for f in &rules.initramfs.index_files {
-        let guest = format!("{moddir}/{f}");
-        match root.read_file_max(&guest, MAX_MODULE_INDEX) {
-            Ok(data) => {
-                let real = original.real_path(&format!("lib/modules/{kver}/{f}"))?;
-                w.file(&real, 0o644, &data, original)?;
-                index_files.push(f.clone());
-            }
+    let mut put = |w: &mut CpioWriter, name: &str, data: &[u8]| -> Result<()> {
+        let real = original.real_path(&format!("lib/modules/{kver}/{name}"))?;
+        w.file(&real, 0o644, data, original)?;
+        index_files.push(name.to_string());
+        Ok(())
+    };
+    put(
+        &mut w,
+        "modules.dep",
+        filter_lines(&dep_text, |l| {
+            l.split_once(':').is_some_and(|(p, _)| keep(&module_name(p)))
+        })
+        .as_bytes(),
+    )?;
+    put(
+        &mut w,
+        "modules.dep.bin",
+        &kmod_index::dep_index(&dep_text, &keep)?,
+    )?;
+    for (text_name, bin_name) in [
+        ("modules.alias", "modules.alias.bin"),
+        ("modules.symbols", "modules.symbols.bin"),
+    ] {
+        if let Some(text) = root.read_text_opt(&format!("{moddir}/{text_name}"), MAX_MODULE_INDEX)? {
+            let alias_keep = |l: &str| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() == 3 && f[0] == "alias" && keep(f[2])
+            };
+            put(&mut w, text_name, filter_lines(&text, alias_keep).as_bytes())?;
+            put(&mut w, bin_name, &kmod_index::alias_index(&text, &keep)?)?;
+        }
+    }
+    if let Some(order) = root.read_text_opt(&format!("{moddir}/modules.order"), MAX_MODULE_INDEX)? {
+        put(
+            &mut w,
+            "modules.order",
+            filter_lines(&order, |l| keep(&module_name(l))).as_bytes(),
+        )?;
+    }
+    for f in &rules.initramfs.copy_index_files {
+        match root.read_file_max(&format!("{moddir}/{f}"), MAX_MODULE_INDEX) {
+            Ok(data) => put(&mut w, f, &data)?,
             Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
@@ -237,7 +297,10 @@ kernel/drivers/net/virtio_net.ko.xz: kernel/net/core/failover.ko.xz kernel/drive
 kernel/net/core/failover.ko.xz:\n",
         );
         fs.file(&format!("{m}/modules.builtin"), builtin.as_bytes());
-        fs.file(&format!("{m}/modules.alias.bin"), b"index");
+        fs.file(
+            &format!("{m}/modules.alias"),
+            b"alias virtio:d00000002v* virtio_blk\nalias pci:v000015ADd000007C0sv*sd*bc*sc*i* vmw_pvscsi\n",
+        );
         GuestRoot::new(Arc::new(fs), "sda1")
     }
 
@@ -279,7 +342,18 @@ kernel/net/core/failover.ko.xz:\n",
         assert_eq!(modules.len(), 8);
         assert_eq!(
             index_files,
-            vec!["modules.dep", "modules.alias.bin", "modules.builtin"]
+            vec![
+                "modules.dep",
+                "modules.dep.bin",
+                "modules.alias",
+                "modules.alias.bin",
+                "modules.builtin"
+            ]
+        );
+        let text = String::from_utf8_lossy(&archive);
+        assert!(
+            !text.contains("vmw_pvscsi"),
+            "modules outside the initramfs are left out of its index"
         );
         let text = String::from_utf8_lossy(&archive);
         assert!(text.contains("usr/lib/modules/6.1.0-18-amd64/kernel/drivers/block/virtio_blk.ko.xz"));
