@@ -7,15 +7,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v qemu-img >/dev/null || need+=(qemu-utils)
-command -v qemu-io >/dev/null || need+=(qemu-utils)
-command -v python3 >/dev/null || need+=(python3)
-command -v bzip2 >/dev/null || need+=(bzip2)
-command -v cc >/dev/null || need+=(build-essential)
+# command → Debian package, for every reference tool a test runs.
+while read -r cmd pkg; do
+  command -v "$cmd" >/dev/null || need+=("$pkg")
+done <<'TOOLS'
+qemu-img qemu-utils
+qemu-io qemu-utils
+python3 python3
+bzip2 bzip2
+cc build-essential
+cpio cpio
+modprobe kmod
+sfdisk fdisk
+mkfs.ext4 e2fsprogs
+debugfs e2fsprogs
+mkfs.vfat dosfstools
+mcopy mtools
+TOOLS
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(printf "%s\n" "${need[@]}" | sort -u)
 fi
 
 echo "== fast tier: cargo test --workspace"
