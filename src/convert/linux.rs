@@ -54,6 +54,8 @@ pub fn plan(storage: &Storage, tree: &GuestRoot, kernels: &[KernelRef]) -> Resul
     let mut plan = EditPlan::default();
     plan.push(device_names_step(storage, tree)?);
     plan.push(initramfs_step(tree, kernels, &VirtioRules::builtin())?);
+    plan.push(console_step(tree)?);
+    plan.push(selinux_step(tree)?);
     Ok(plan)
 }
 
@@ -244,11 +246,130 @@ pub fn initramfs_step(tree: &GuestRoot, kernels: &[KernelRef], rules: &VirtioRul
     })
 }
 
+/// Xen's and Hyper-V's console names, which do not exist on KVM's serial port.
+const FOREIGN_CONSOLES: &[&str] = &["hvc0", "xvc0"];
+
+/// Bootloader files whose kernel command lines may name a console.
+const CMDLINE_FILES: &[&str] = &[
+    "/etc/default/grub",
+    "/boot/grub/grub.cfg",
+    "/boot/grub2/grub.cfg",
+    "/boot/grub/menu.lst",
+    "/boot/grub/grub.conf",
+    "/boot/loader/entries/*.conf",
+    "/etc/kernel/cmdline",
+];
+
+/// Replaces `console=hvc0` / `console=xvc0` with `console=ttyS0`.
+pub fn rewrite_console(text: &str) -> Option<String> {
+    let mut changed = false;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("console=") {
+        let (head, tail) = rest.split_at(i + "console=".len());
+        out.push_str(head);
+        let name: String = tail.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        if FOREIGN_CONSOLES.contains(&name.as_str()) {
+            out.push_str("ttyS0");
+            changed = true;
+        } else {
+            out.push_str(&name);
+        }
+        rest = &tail[name.len()..];
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
+/// Points Xen/Hyper-V serial consoles at ttyS0.
+pub fn console_step(tree: &GuestRoot) -> Result<Step> {
+    let mut edits = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for pattern in CMDLINE_FILES {
+        for path in expand(tree, pattern)? {
+            let real = tree.resolve(&path, true)?.guest_path;
+            if !seen.insert(real.clone()) {
+                continue;
+            }
+            let old = tree.read_file_max(&real, MAX_CONFIG)?;
+            if let Some(new) = rewrite_console(&String::from_utf8_lossy(&old)) {
+                edits.push(Edit::WriteFile {
+                    path: real,
+                    old: Some(old),
+                    new: new.into_bytes(),
+                    mode: 0o644,
+                });
+            }
+        }
+    }
+    Ok(Step {
+        id: "console".into(),
+        summary: "serial console hvc0/xvc0 becomes ttyS0".into(),
+        edits,
+        notes: vec![],
+    })
+}
+
+/// SELinux guests relabel on first boot, since files were written without labels.
+pub fn selinux_step(tree: &GuestRoot) -> Result<Step> {
+    let mut edits = Vec::new();
+    if let Some(cfg) = tree.read_text_opt("/etc/selinux/config", 1 << 20)? {
+        let enabled = cfg.lines().any(|l| {
+            let l = l.trim();
+            l.starts_with("SELINUX=") && !l.ends_with("disabled")
+        });
+        if enabled && !tree.exists("/.autorelabel")? {
+            edits.push(Edit::WriteFile {
+                path: "/.autorelabel".into(),
+                old: None,
+                new: Vec::new(),
+                mode: 0o644,
+            });
+        }
+    }
+    Ok(Step {
+        id: "selinux".into(),
+        summary: "SELinux relabels the filesystem on first boot".into(),
+        edits,
+        notes: vec![],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fs::memfs::MemFs;
     use std::sync::Arc;
+
+    #[test]
+    fn consoles() {
+        assert_eq!(
+            rewrite_console("linux /vmlinuz root=/dev/xvda1 console=hvc0 console=tty0").as_deref(),
+            Some("linux /vmlinuz root=/dev/xvda1 console=ttyS0 console=tty0")
+        );
+        assert_eq!(
+            rewrite_console("console=xvc0,115200n8").as_deref(),
+            Some("console=ttyS0,115200n8")
+        );
+        assert_eq!(rewrite_console("console=ttyS0 console=hvc01"), None);
+    }
+
+    #[test]
+    fn selinux_autorelabel() {
+        let mut fs = MemFs::new();
+        fs.file(
+            "/etc/selinux/config",
+            b"SELINUX=enforcing\nSELINUXTYPE=targeted\n",
+        );
+        let s = selinux_step(&GuestRoot::new(Arc::new(fs), "sda1")).unwrap();
+        assert_eq!(s.edits.len(), 1);
+        let mut fs = MemFs::new();
+        fs.file("/etc/selinux/config", b"SELINUX=disabled\n");
+        assert!(selinux_step(&GuestRoot::new(Arc::new(fs), "sda1"))
+            .unwrap()
+            .edits
+            .is_empty());
+    }
 
     #[test]
     fn patterns_expand_to_existing_files() {
