@@ -98,7 +98,10 @@ fn assert_matches_sfdisk(set: &VolumeSet, sfdisk: &Value) {
                 part_uuid.as_deref().unwrap(),
                 p["uuid"].as_str().unwrap().to_lowercase()
             );
-            assert_eq!(part_label.as_deref().unwrap_or(""), p["name"].as_str().unwrap_or(""));
+            assert_eq!(
+                part_label.as_deref().unwrap_or(""),
+                p["name"].as_str().unwrap_or("")
+            );
             let legacy = p["attrs"].as_str().unwrap_or("").contains("LegacyBIOSBootable");
             assert_eq!(*bootable, legacy, "{node}");
         } else {
@@ -233,7 +236,13 @@ fn lvm_segments_match_lvs_segments() {
     // extent_size as vgcfgbackup wrote it.
     let backup = std::fs::read_to_string(dir().join("lvm-vg.txt")).unwrap();
     let extent_line = backup.lines().find(|l| l.contains("extent_size =")).unwrap();
-    let extent_size: u64 = extent_line.split(['=', '#']).nth(1).unwrap().trim().parse().unwrap();
+    let extent_size: u64 = extent_line
+        .split(['=', '#'])
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(vg.extent_size, extent_size);
     let pvs = json("lvm-pvs.json");
     let pvs = pvs["report"][0]["pv"].as_array().unwrap();
@@ -294,7 +303,9 @@ fn missing_pv_leaves_its_lvs_out_with_a_warning() {
     let set = scan(&[open("lvm-disk1.img")]).unwrap();
     assert_eq!(names(&set), ["sda1", "sda2"]);
     assert!(
-        set.warnings.iter().any(|w| w.contains("v2x-vg/lin") && w.contains("missing")),
+        set.warnings
+            .iter()
+            .any(|w| w.contains("v2x-vg/lin") && w.contains("missing")),
         "{:?}",
         set.warnings
     );
@@ -411,7 +422,10 @@ fn damaged_lvm_metadata_is_a_clear_error() {
     let mut d = good.clone();
     d[text_at + 10] ^= 0x20;
     let (what, offset) = corrupt(scan(&[open("lvm-disk1.img"), mem("d2", d)]));
-    assert!(what.starts_with("sdb: LVM metadata text checksum mismatch"), "{what}");
+    assert!(
+        what.starts_with("sdb: LVM metadata text checksum mismatch"),
+        "{what}"
+    );
     assert_eq!(offset, text_at as u64);
     // Truncated to half, checksums made consistent: the parser reports it.
     let mut d = good.clone();

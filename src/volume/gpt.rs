@@ -69,7 +69,9 @@ pub fn read(disk: &dyn BlockSource) -> Result<Table> {
         Err(Error::Corrupt { what, offset }) => match load(disk, ss, last_lba, "backup") {
             Ok(entries) => (
                 entries,
-                vec![format!("primary GPT is damaged ({what} at byte {offset:#x}); the backup GPT was used")],
+                vec![format!(
+                    "primary GPT is damaged ({what} at byte {offset:#x}); the backup GPT was used"
+                )],
             ),
             Err(Error::Corrupt { what: w2, offset: o2 }) => {
                 return Err(Error::corrupt(
@@ -97,7 +99,12 @@ fn load(disk: &dyn BlockSource, ss: u64, lba: u64, which: &str) -> Result<Vec<Pa
     // Bounded: both factors were capped by `header`.
     let bytes = h.num_entries * h.entry_size;
     check_limit("GPT partition array bytes", bytes, MAX_GPT_ARRAY_BYTES)?;
-    let array = read_vec(disk, array_at, bytes as usize, &format!("GPT {which} partition array"))?;
+    let array = read_vec(
+        disk,
+        array_at,
+        bytes as usize,
+        &format!("GPT {which} partition array"),
+    )?;
     let crc = crc32fast::hash(&array);
     if crc != h.array_crc {
         return Err(Error::corrupt(
@@ -122,7 +129,8 @@ fn load(disk: &dyn BlockSource, ss: u64, lba: u64, which: &str) -> Result<Vec<Pa
             .and_then(|n| n.checked_add(1))
             .and_then(|n| n.checked_mul(ss))
             .zip(first.checked_mul(ss));
-        let Some((len, start)) = span.filter(|(l, s)| s.checked_add(*l).is_some_and(|end| end <= disk.size()))
+        let Some((len, start)) =
+            span.filter(|(l, s)| s.checked_add(*l).is_some_and(|end| end <= disk.size()))
         else {
             return Err(Error::corrupt(
                 format!(
@@ -133,7 +141,10 @@ fn load(disk: &dyn BlockSource, ss: u64, lba: u64, which: &str) -> Result<Vec<Pa
                 entry_at + 32,
             ));
         };
-        let name: Vec<u16> = (0..36).map(|k| le16(e, 56 + 2 * k)).take_while(|c| *c != 0).collect();
+        let name: Vec<u16> = (0..36)
+            .map(|k| le16(e, 56 + 2 * k))
+            .take_while(|c| *c != 0)
+            .collect();
         out.push(PartEntry {
             number: i as u32 + 1,
             start,
@@ -152,7 +163,10 @@ fn header(disk: &dyn BlockSource, ss: u64, lba: u64, which: &str) -> Result<Head
     let at = lba * ss;
     let b = read_vec(disk, at, ss as usize, &format!("GPT {which} header"))?;
     if &b[..8] != SIGNATURE {
-        return Err(Error::corrupt(format!("GPT {which} header signature missing"), at));
+        return Err(Error::corrupt(
+            format!("GPT {which} header signature missing"),
+            at,
+        ));
     }
     let size = le32(&b, 12) as u64;
     if !(92..=ss).contains(&size) {
@@ -173,7 +187,10 @@ fn header(disk: &dyn BlockSource, ss: u64, lba: u64, which: &str) -> Result<Head
     }
     if le64(&b, 24) != lba {
         return Err(Error::corrupt(
-            format!("GPT {which} header says it lives at LBA {}, not {lba}", le64(&b, 24)),
+            format!(
+                "GPT {which} header says it lives at LBA {}, not {lba}",
+                le64(&b, 24)
+            ),
             at + 24,
         ));
     }

@@ -148,8 +148,7 @@ pub fn scan(disks: &[Arc<dyn BlockSource>]) -> Result<VolumeSet> {
             let pname = partition_name(&name, p.number);
             let source: Arc<dyn BlockSource> =
                 Arc::new(SubRange::new(disk.clone(), p.start, p.len, pname.clone())?);
-            let content = signature::identify_partition(source.as_ref())
-                .map_err(|e| on_disk(&pname, e))?;
+            let content = signature::identify_partition(source.as_ref()).map_err(|e| on_disk(&pname, e))?;
             set.volumes.push(Volume {
                 name: pname,
                 disk: i,
@@ -182,11 +181,7 @@ impl Volume {
         match &self.kind {
             VolumeKind::LogicalVolume { vg, lv, .. } => vec![
                 format!("/dev/{vg}/{lv}"),
-                format!(
-                    "/dev/mapper/{}-{}",
-                    vg.replace('-', "--"),
-                    lv.replace('-', "--")
-                ),
+                format!("/dev/mapper/{}-{}", vg.replace('-', "--"), lv.replace('-', "--")),
             ],
             _ => vec![format!("/dev/{}", self.name)],
         }
@@ -237,10 +232,9 @@ pub fn read_table(disk: &dyn BlockSource) -> Result<Option<Table>> {
         .as_ref()
         .is_some_and(|e| e.iter().any(|p| p.ptype == mbr::PROTECTIVE_TYPE));
     if protective {
-        let hybrid = mbr.as_ref().is_some_and(|e| {
-            e.iter()
-                .any(|p| p.ptype != 0 && p.ptype != mbr::PROTECTIVE_TYPE)
-        });
+        let hybrid = mbr
+            .as_ref()
+            .is_some_and(|e| e.iter().any(|p| p.ptype != 0 && p.ptype != mbr::PROTECTIVE_TYPE));
         let mut table = gpt::read(disk)?;
         if hybrid {
             table
@@ -253,9 +247,7 @@ pub fn read_table(disk: &dyn BlockSource) -> Result<Option<Table>> {
         Some(entries) => mbr::read(disk, &entries).map(Some),
         None if gpt::has_signature(disk)? => {
             let mut table = gpt::read(disk)?;
-            table
-                .warnings
-                .push("GPT without a protective MBR".into());
+            table.warnings.push("GPT without a protective MBR".into());
             Ok(Some(table))
         }
         None => Ok(None),
@@ -375,9 +367,10 @@ mod tests {
     #[test]
     fn linux_paths_double_hyphens_for_device_mapper() {
         use super::*;
-        let src: Arc<dyn BlockSource> = Arc::new(v2x_formats::raw::RawImage::new(
-            v2x_formats::file::HostFile::from_bytes("d", vec![0; 512]),
-        ).unwrap());
+        let src: Arc<dyn BlockSource> = Arc::new(
+            v2x_formats::raw::RawImage::new(v2x_formats::file::HostFile::from_bytes("d", vec![0; 512]))
+                .unwrap(),
+        );
         let mut v = Volume {
             name: "my-vg/root-lv".into(),
             disk: 0,

@@ -73,7 +73,10 @@ pub fn read_label(src: &dyn BlockSource) -> Result<Option<PvLabel>> {
         let crc = lvm_crc(&s[20..]);
         if crc != le32(&s, 16) {
             return Err(Error::corrupt(
-                format!("LVM label CRC mismatch (stored {:#010x}, computed {crc:#010x})", le32(&s, 16)),
+                format!(
+                    "LVM label CRC mismatch (stored {:#010x}, computed {crc:#010x})",
+                    le32(&s, 16)
+                ),
                 off + 16,
             ));
         }
@@ -96,7 +99,10 @@ fn parse_pv_header(s: &[u8], off: u64) -> Result<PvLabel> {
     }
     let uuid_raw = &s[start..start + 32];
     if !uuid_raw.iter().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(Error::corrupt("LVM PV UUID is not alphanumeric", off + start as u64));
+        return Err(Error::corrupt(
+            "LVM PV UUID is not alphanumeric",
+            off + start as u64,
+        ));
     }
     let mut label = PvLabel {
         uuid: dashed_id(uuid_raw),
@@ -158,7 +164,10 @@ pub fn read_metadata(src: &dyn BlockSource, area: (u64, u64)) -> Result<Option<(
         ));
     }
     if &h[4..20] != MDA_MAGIC {
-        return Err(Error::corrupt("LVM metadata area header magic missing", start + 4));
+        return Err(Error::corrupt(
+            "LVM metadata area header magic missing",
+            start + 4,
+        ));
     }
     if le32(&h, 20) != 1 {
         return Err(Error::unsupported(format!(
@@ -168,7 +177,10 @@ pub fn read_metadata(src: &dyn BlockSource, area: (u64, u64)) -> Result<Option<(
     }
     if le64(&h, 24) != start {
         return Err(Error::corrupt(
-            format!("LVM metadata area header says it starts at {:#x}, not {start:#x}", le64(&h, 24)),
+            format!(
+                "LVM metadata area header says it starts at {:#x}, not {start:#x}",
+                le64(&h, 24)
+            ),
             start + 24,
         ));
     }
@@ -196,7 +208,12 @@ pub fn read_metadata(src: &dyn BlockSource, area: (u64, u64)) -> Result<Option<(
     let text_at = add(start, off, "LVM metadata offset", start + 40)?;
     let mut text = read_vec(src, text_at, first as usize, "LVM metadata text")?;
     if first < len {
-        let rest = read_vec(src, start + SECTOR, (len - first) as usize, "LVM metadata text (wrapped)")?;
+        let rest = read_vec(
+            src,
+            start + SECTOR,
+            (len - first) as usize,
+            "LVM metadata text (wrapped)",
+        )?;
         text.extend_from_slice(&rest);
     }
     let crc = lvm_crc(&text);

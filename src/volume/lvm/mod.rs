@@ -52,7 +52,11 @@ pub fn assemble(volumes: &[Volume], warnings: &mut Vec<String>) -> Result<Vec<Vo
                 continue;
             };
             let vg = model::parse_vg(&text, at).map_err(ctx)?;
-            let key = if vg.id.is_empty() { vg.name.clone() } else { vg.id.clone() };
+            let key = if vg.id.is_empty() {
+                vg.name.clone()
+            } else {
+                vg.id.clone()
+            };
             match vgs.get(&key) {
                 Some(old) if old.seqno >= vg.seqno => {}
                 _ => {
@@ -80,7 +84,9 @@ pub fn assemble(volumes: &[Volume], warnings: &mut Vec<String>) -> Result<Vec<Vo
         for lv in lvs {
             let full = format!("{}/{}", vg.name, lv.name);
             if let Some(kind) = &lv.unsupported {
-                warnings.push(format!("{full}: segment type {kind:?} is not supported; LV left out"));
+                warnings.push(format!(
+                    "{full}: segment type {kind:?} is not supported; LV left out"
+                ));
                 continue;
             }
             let missing = lv
@@ -92,7 +98,11 @@ pub fn assemble(volumes: &[Volume], warnings: &mut Vec<String>) -> Result<Vec<Vo
                 warnings.push(format!("{full}: PV {} is missing; LV left out", vg.pvs[*pv].id));
                 continue;
             }
-            check_limit("LVM logical volumes in all VGs", out.len() as u64 + 1, MAX_TOTAL_LVS)?;
+            check_limit(
+                "LVM logical volumes in all VGs",
+                out.len() as u64 + 1,
+                MAX_TOTAL_LVS,
+            )?;
             let source = Arc::new(LvSource::new(vg, lv, &pvs, volumes)?);
             let disk = lv
                 .segments
@@ -166,7 +176,11 @@ impl LvSource {
                 };
                 areas.push((vol.source.clone(), at));
             }
-            let chunk = if n == 1 { len } else { s.stripe_size * label::SECTOR };
+            let chunk = if n == 1 {
+                len
+            } else {
+                s.stripe_size * label::SECTOR
+            };
             segments.push(Mapped {
                 start: s.start_extent * extent,
                 len,

@@ -78,7 +78,9 @@ pub struct Segment {
 impl LvMeta {
     /// Length in extents.
     pub fn extents(&self) -> u64 {
-        self.segments.last().map_or(0, |s| s.start_extent + s.extent_count)
+        self.segments
+            .last()
+            .map_or(0, |s| s.start_extent + s.extent_count)
     }
 }
 
@@ -98,7 +100,9 @@ pub fn vg_from(root: &Section, base: u64) -> Result<Vg> {
     let vg_field = |key: &str| bad(format!("VG {name}: {key} is missing or not a number"));
     let extent_size = uint(s, "extent_size").ok_or_else(|| vg_field("extent_size"))?;
     if extent_size == 0 || extent_size > 1 << 32 {
-        return Err(bad(format!("VG {name}: extent_size {extent_size} is out of range")));
+        return Err(bad(format!(
+            "VG {name}: extent_size {extent_size} is out of range"
+        )));
     }
     let mut vg = Vg {
         name: name.to_string(),
@@ -114,7 +118,10 @@ pub fn vg_from(root: &Section, base: u64) -> Result<Vg> {
             let field = |f: &str| bad(format!("PV {key}: {f} is missing or not a number"));
             vg.pvs.push(PvMeta {
                 key: key.to_string(),
-                id: p.str("id").ok_or_else(|| bad(format!("PV {key}: id is missing")))?.to_string(),
+                id: p
+                    .str("id")
+                    .ok_or_else(|| bad(format!("PV {key}: id is missing")))?
+                    .to_string(),
                 device: p.str("device").map(str::to_string),
                 pe_start: uint(p, "pe_start").ok_or_else(|| field("pe_start"))?,
                 pe_count: uint(p, "pe_count").ok_or_else(|| field("pe_count"))?,
@@ -150,7 +157,9 @@ fn lv_from(vg: &Vg, name: &str, l: &Section, base: u64) -> Result<LvMeta> {
         let field = |f: &str| bad(format!("{key}: {f} is missing or not a number"));
         let start_extent = uint(seg, "start_extent").ok_or_else(|| field("start_extent"))?;
         let extent_count = uint(seg, "extent_count").ok_or_else(|| field("extent_count"))?;
-        let kind = seg.str("type").ok_or_else(|| bad(format!("{key}: type is missing")))?;
+        let kind = seg
+            .str("type")
+            .ok_or_else(|| bad(format!("{key}: type is missing")))?;
         if kind != "striped" {
             lv.unsupported = Some(kind.to_string());
             lv.segments.clear();
@@ -174,11 +183,18 @@ fn lv_from(vg: &Vg, name: &str, l: &Section, base: u64) -> Result<LvMeta> {
             0
         };
         if extent_count == 0 || extent_count % count != 0 {
-            return Err(bad(format!("{key}: {extent_count} extents cannot split into {count} stripes")));
+            return Err(bad(format!(
+                "{key}: {extent_count} extents cannot split into {count} stripes"
+            )));
         }
-        let list = seg.array("stripes").ok_or_else(|| bad(format!("{key}: stripes is missing")))?;
+        let list = seg
+            .array("stripes")
+            .ok_or_else(|| bad(format!("{key}: stripes is missing")))?;
         if list.len() as u64 != 2 * count {
-            return Err(bad(format!("{key}: stripes lists {} items for {count} stripes", list.len())));
+            return Err(bad(format!(
+                "{key}: stripes lists {} items for {count} stripes",
+                list.len()
+            )));
         }
         let mut stripes = Vec::new();
         for pair in list.chunks(2) {
@@ -192,7 +208,10 @@ fn lv_from(vg: &Vg, name: &str, l: &Section, base: u64) -> Result<LvMeta> {
                 .ok_or_else(|| bad(format!("{key}: unknown PV {pv:?}")))?;
             let pe = u64::try_from(*pe).map_err(|_| bad(format!("{key}: negative extent {pe}")))?;
             let per_stripe = extent_count / count;
-            if pe.checked_add(per_stripe).is_none_or(|end| end > vg.pvs[idx].pe_count) {
+            if pe
+                .checked_add(per_stripe)
+                .is_none_or(|end| end > vg.pvs[idx].pe_count)
+            {
                 return Err(bad(format!(
                     "{key}: extents {pe}+{per_stripe} lie past the {} extents of {pv}",
                     vg.pvs[idx].pe_count
@@ -262,8 +281,14 @@ mod tests {
             ("\"pv1\", 1]", "\"pv9\", 1]"),
             ("\"pv1\", 1]", "\"pv1\", 9]"),
             ("stripe_size = 4", "stripe_size = 3"),
-            ("extent_count = 4 type = \"striped\"", "extent_count = 3 type = \"striped\""),
-            ("start_extent = 0 extent_count = 4 type = \"striped\"", "start_extent = 1 extent_count = 4 type = \"striped\""),
+            (
+                "extent_count = 4 type = \"striped\"",
+                "extent_count = 3 type = \"striped\"",
+            ),
+            (
+                "start_extent = 0 extent_count = 4 type = \"striped\"",
+                "start_extent = 1 extent_count = 4 type = \"striped\"",
+            ),
             ("extent_size = 8", "extent_size = 0"),
             ("seqno = 3", "seqno = \"x\""),
         ] {
@@ -275,6 +300,9 @@ mod tests {
             );
         }
         let m = META.replace("stripe_count = 2", "stripe_count = 200");
-        assert!(matches!(parse_vg(m.as_bytes(), 0), Err(Error::LimitExceeded { .. })));
+        assert!(matches!(
+            parse_vg(m.as_bytes(), 0),
+            Err(Error::LimitExceeded { .. })
+        ));
     }
 }
