@@ -379,6 +379,24 @@ fn huge_gpt_entry_count_is_limit_exceeded() {
 }
 
 #[test]
+fn huge_gpt_entry_size_and_array_are_limit_exceeded() {
+    for (count, size, what) in [
+        (128u32, 8192u32, "GPT partition entry size"),
+        (2048, 4096, "GPT partition array bytes"),
+    ] {
+        let mut d = bytes("gpt.img");
+        d[512 + 80..512 + 84].copy_from_slice(&count.to_le_bytes());
+        d[512 + 84..512 + 88].copy_from_slice(&size.to_le_bytes());
+        fix_header_crc(&mut d, 512);
+        match scan(&[mem("gpt.img", d)]) {
+            Err(Error::LimitExceeded { what: w, .. }) => assert_eq!(w, what),
+            Err(e) => panic!("{what}: {e}"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+    }
+}
+
+#[test]
 fn ebr_chain_loop_is_an_error_not_a_hang() {
     let mut d = bytes("mbr.img");
     // The second EBR (of sda6) points back to the first one (offset 0 from

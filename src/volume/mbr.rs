@@ -236,3 +236,51 @@ pub fn guess_sector_size(disk: &dyn BlockSource, primary: &[MbrEntry; 4]) -> Res
     };
     Ok(if score(4096)? > score(512)? { 4096 } else { 512 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use v2x_formats::file::HostFile;
+    use v2x_formats::raw::RawImage;
+
+    fn set_entry(d: &mut [u8], sector: usize, i: usize, ptype: u8, start: u32, len: u32) {
+        let at = sector * 512 + ENTRIES_AT + 16 * i;
+        d[at + 4] = ptype;
+        d[at + 8..at + 12].copy_from_slice(&start.to_le_bytes());
+        d[at + 12..at + 16].copy_from_slice(&len.to_le_bytes());
+        d[sector * 512 + 510] = 0x55;
+        d[sector * 512 + 511] = 0xaa;
+    }
+
+    /// A disk whose extended partition at sector 1 holds `n` logicals, one
+    /// sector each, after an EBR each.
+    fn chain(n: usize) -> RawImage {
+        let sectors = 2 + 2 * n;
+        let mut d = vec![0u8; sectors * 512];
+        set_entry(&mut d, 0, 0, 0x05, 1, (sectors - 1) as u32);
+        for k in 0..n {
+            let ebr = 1 + 2 * k;
+            set_entry(&mut d, ebr, 0, 0x83, 1, 1);
+            if k + 1 < n {
+                set_entry(&mut d, ebr, 1, 0x05, (2 * (k + 1)) as u32, 2);
+            }
+        }
+        RawImage::new(HostFile::from_bytes("chain", d)).unwrap()
+    }
+
+    #[test]
+    fn logical_partitions_are_numbered_from_5_and_capped() {
+        let disk = chain(3);
+        let mut s = [0u8; 512];
+        disk.read_at(0, &mut s).unwrap();
+        let t = read(&disk, &parse_boot_record(&s).unwrap()).unwrap();
+        let got: Vec<_> = t.entries.iter().map(|e| (e.number, e.start)).collect();
+        assert_eq!(got, [(5, 2 * 512), (6, 4 * 512), (7, 6 * 512)]);
+        let disk = chain(MAX_MBR_LOGICAL as usize + 1);
+        disk.read_at(0, &mut s).unwrap();
+        assert!(matches!(
+            read(&disk, &parse_boot_record(&s).unwrap()),
+            Err(Error::LimitExceeded { what: "MBR logical partitions", .. })
+        ));
+    }
+}

@@ -16,14 +16,11 @@ use model::{LvMeta, Vg};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use v2x_formats::block::{check_range, BlockSource, Extent, ExtentList, ImageInfo};
-use v2x_formats::error::{check_limit, mul};
+use v2x_formats::error::mul;
 use v2x_formats::{Error, Result};
 
 pub use label::MAX_LVM_METADATA;
 pub use model::{MAX_LVS, MAX_SEGMENTS};
-
-/// Most LVs assembled over all VGs of one scan.
-pub const MAX_TOTAL_LVS: u64 = 4096;
 
 /// Builds the LVs of every VG whose PVs appear among `volumes` (those whose
 /// content is [`Content::LvmPv`]). Problems that leave a VG usable become
@@ -98,11 +95,6 @@ pub fn assemble(volumes: &[Volume], warnings: &mut Vec<String>) -> Result<Vec<Vo
                 warnings.push(format!("{full}: PV {} is missing; LV left out", vg.pvs[*pv].id));
                 continue;
             }
-            check_limit(
-                "LVM logical volumes in all VGs",
-                out.len() as u64 + 1,
-                MAX_TOTAL_LVS,
-            )?;
             let source = Arc::new(LvSource::new(vg, lv, &pvs, volumes)?);
             let disk = lv
                 .segments

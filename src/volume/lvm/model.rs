@@ -305,4 +305,38 @@ mod tests {
             Err(Error::LimitExceeded { .. })
         ));
     }
+
+    #[test]
+    fn counts_are_capped() {
+        let pvs: String = (0..=MAX_PVS)
+            .map(|i| format!("pv{i} {{ id = \"{i}\" pe_start = 0 pe_count = 1 }}\n"))
+            .collect();
+        let m = format!("vg {{ seqno = 1 extent_size = 8 physical_volumes {{ {pvs} }} }}");
+        assert!(matches!(
+            parse_vg(m.as_bytes(), 0),
+            Err(Error::LimitExceeded { what: "LVM physical volumes", .. })
+        ));
+        let lvs: String = (0..=MAX_LVS).map(|i| format!("lv{i} {{ }}\n")).collect();
+        let m = format!("vg {{ seqno = 1 extent_size = 8 logical_volumes {{ {lvs} }} }}");
+        assert!(matches!(
+            parse_vg(m.as_bytes(), 0),
+            Err(Error::LimitExceeded { what: "LVM logical volumes", .. })
+        ));
+        let segs: String = (0..=MAX_SEGMENTS)
+            .map(|i| {
+                format!(
+                    "segment{i} {{ start_extent = {i} extent_count = 1 type = \"striped\" \
+                     stripe_count = 1 stripes = [\"pv0\", 0] }}\n"
+                )
+            })
+            .collect();
+        let m = format!(
+            "vg {{ seqno = 1 extent_size = 8 physical_volumes {{ pv0 {{ id = \"a\" pe_start = 0 pe_count = 1 }} }} \
+             logical_volumes {{ lv {{ {segs} }} }} }}"
+        );
+        assert!(matches!(
+            parse_vg(m.as_bytes(), 0),
+            Err(Error::LimitExceeded { what: "LVM segments", .. })
+        ));
+    }
 }
