@@ -106,20 +106,6 @@ pub struct Volume {
     pub source: Arc<dyn BlockSource>,
 }
 
-impl Volume {
-    /// Device names a Linux guest could use for this volume: "/dev/sda1",
-    /// or "/dev/vg/lv" and "/dev/mapper/vg-lv" (hyphens doubled) for an LV.
-    pub fn linux_paths(&self) -> Vec<String> {
-        match &self.kind {
-            VolumeKind::LogicalVolume { vg, lv, .. } => vec![
-                format!("/dev/{vg}/{lv}"),
-                format!("/dev/mapper/{}-{}", vg.replace('-', "--"), lv.replace('-', "--")),
-            ],
-            _ => vec![format!("/dev/{}", self.name)],
-        }
-    }
-}
-
 /// Everything the volume layer found on a set of disks.
 #[derive(Clone, Default)]
 pub struct VolumeSet {
