@@ -40,33 +40,37 @@ for kind in ext2 ext3 ext4; do
     -d "$tree" "$kind.img" 32M
 done
 
-# An ext4 whose journal holds a committed transaction not yet checkpointed:
-# debugfs writes a journal transaction carrying a new copy of the root
-# directory's block, so only a reader that replays the journal sees /replayed.
-rm -f ext4-journal.img
-mkfs.ext4 -q -F -L journaled -d "$tree" ext4-journal.img 32M
-# Build the replacement root block in a scratch copy, then journal it.
-cp ext4-journal.img scratch.img
-debugfs -w -R "write /dev/null replayed" scratch.img >/dev/null
-rootblk=$(debugfs -R "blocks /" scratch.img 2>/dev/null | awk '{print $1}')
-bs=$(dumpe2fs -h scratch.img 2>/dev/null | awk -F: '/^Block size/ {gsub(/ /,"",$2); print $2}')
-dd if=scratch.img of=rootblock.bin bs="$bs" skip="$rootblk" count=1 status=none
-rm -f scratch.img
-# The new inode of /replayed lives in the inode table; copy that block too.
-cp ext4-journal.img scratch.img
-debugfs -w -R "write /dev/null replayed" scratch.img >/dev/null
-ino=$(debugfs -R "stat /replayed" scratch.img 2>/dev/null | awk '/^Inode:/ {print $2}')
-itblk=$(debugfs -R "imap <$ino>" scratch.img 2>/dev/null | awk '/located at block/ {print $4}' | tr -d ,)
-dd if=scratch.img of=inodeblock.bin bs="$bs" skip="$itblk" count=1 status=none
-rm -f scratch.img
-debugfs -w -f - ext4-journal.img >/dev/null 2>&1 <<EOF
-jo
+# ext4 images whose journal holds a committed transaction not yet
+# checkpointed: debugfs writes a journal transaction carrying new copies of
+# the root directory block and of the inode table block, so only a reader
+# that replays the journal sees /replayed. ext4-journal.img has a 64-bit
+# journal with checksum v3 (what ext4-view can replay); ext4-journal-plain.img
+# has one without checksums (what older kernels write).
+make_journaled() { # IMAGE JO-OPTIONS...
+  local image=$1; shift
+  rm -f "$image"
+  mkfs.ext4 -q -F -L journaled -d "$tree" "$image" 32M
+  cp "$image" scratch.img
+  debugfs -w -R "write /dev/null replayed" scratch.img >/dev/null 2>&1
+  local rootblk bs ino itblk
+  rootblk=$(debugfs -R "blocks /" scratch.img 2>/dev/null | awk '{print $1}')
+  bs=$(dumpe2fs -h scratch.img 2>/dev/null | awk -F: '/^Block size/ {gsub(/ /,"",$2); print $2}')
+  ino=$(debugfs -R "stat /replayed" scratch.img 2>/dev/null | awk '/^Inode:/ {print $2}')
+  itblk=$(debugfs -R "imap <$ino>" scratch.img 2>/dev/null | awk '/located at block/ {print $4}' | tr -d ,)
+  dd if=scratch.img of=rootblock.bin bs="$bs" skip="$rootblk" count=1 status=none
+  dd if=scratch.img of=inodeblock.bin bs="$bs" skip="$itblk" count=1 status=none
+  rm -f scratch.img
+  debugfs -w -f - "$image" >/dev/null 2>&1 <<EOF
+jo $*
 jw -b $rootblk rootblock.bin
 jw -b $itblk inodeblock.bin
 jc
 EOF
-rm -f rootblock.bin inodeblock.bin
-echo "$rootblk $itblk" > ext4-journal.blocks
+  rm -f rootblock.bin inodeblock.bin
+  dumpe2fs -h "$image" 2>/dev/null | grep -q needs_recovery
+}
+make_journaled ext4-journal.img -c -v 3
+make_journaled ext4-journal-plain.img
 
 # --- NTFS -------------------------------------------------------------------
 rm -f ntfs.img

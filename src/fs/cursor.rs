@@ -54,9 +54,16 @@ impl SourceCursor {
 
 impl Read for SourceCursor {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let size = self.source.size();
-        if self.pos >= size || buf.is_empty() {
+        if buf.is_empty() {
             return Ok(0);
+        }
+        // Filesystems never read at or past their end, so a structure that
+        // points there is damaged; saying so beats a silent empty read.
+        if self.pos >= self.source.size() {
+            return Err(io::Error::other(v2x_formats::Error::corrupt(
+                "on-disk pointer leads past the end of the volume",
+                self.pos,
+            )));
         }
         let block = self.pos - self.pos % CACHE_BLOCK;
         if block != self.cache_at {
@@ -106,14 +113,15 @@ mod tests {
     }
 
     #[test]
-    fn reads_across_blocks_and_stops_at_end() {
+    fn reads_across_blocks_and_refuses_the_end() {
         let data: Vec<u8> = (0..10000u32).map(|i| i as u8).collect();
         let mut c = SourceCursor::new(source(data.clone()), u64::MAX);
         c.seek(SeekFrom::Start(4000)).unwrap();
         let mut buf = vec![0; 6000];
         c.read_exact(&mut buf).unwrap();
         assert_eq!(buf, data[4000..]);
-        assert_eq!(c.read(&mut buf).unwrap(), 0);
+        // Reading at the end means an on-disk pointer went past it.
+        assert!(c.read(&mut buf).is_err());
     }
 
     #[test]

@@ -160,8 +160,15 @@ impl ExtFs {
             facts,
         };
         // Load once now so a damaged filesystem fails at open, not later.
-        fs.with(|_| Ok(()), "")?;
-        Ok(fs)
+        match fs.with(|_| Ok(()), "/") {
+            Err(Error::Unsupported(why)) if fs.facts.needs_recovery => Err(Error::unsupported(format!(
+                "{} journal needs recovery and ext4-view cannot replay it in memory ({why}); \
+                 replay it with e2fsck on a copy of the image",
+                fs.facts.kind_name
+            ))),
+            Err(e) => Err(e),
+            Ok(()) => Ok(fs),
+        }
     }
 
     /// Runs `f` with this thread's loaded `Ext4`, loading it if needed.
