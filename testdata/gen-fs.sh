@@ -33,6 +33,9 @@ ln -s ../etc/os-release "$tree/usr/os-release"                   # relative with
 long=$(printf 'd%.0s' $(seq 1 70))/$(printf 'e%.0s' $(seq 1 70))
 ln -s "/$long/target" "$tree/long-link"                          # > 60 bytes: slow symlink
 touch "$tree/empty"
+# A sparse file larger than MAX_FILE_READ (512 MiB), a little data at 300 MiB.
+truncate -s 600M "$tree/sparse"
+printf 'data in the middle' | dd of="$tree/sparse" bs=1 seek=$((300 << 20)) conv=notrunc status=none
 
 for kind in ext2 ext3 ext4; do
   rm -f "$kind.img"
@@ -86,6 +89,9 @@ cp "$tree/usr/lib/modules/6.1.0/vmlinuz" "$mnt/Windows/System32/ntoskrnl.exe"
 printf 'app\n' > "$mnt/Program Files/App/Readme With Spaces.txt"
 for i in $(seq 1 300); do : > "$mnt/Program Files/App/f$i.dat"; done
 printf 'short name twin\n' > "$mnt/LongFileName.Text"
+# A sparse file larger than the volume: holes read as zeros.
+printf 'sparse tail' | dd of="$mnt/sparse.bin" bs=1 seek=$((40 << 20)) status=none
+printf 'sparse head' | dd of="$mnt/sparse.bin" bs=1 seek=4096 conv=notrunc status=none
 # A Windows symlink reparse point (tag 0xA000000C) to \Windows\System32,
 # relative flag off; substitute and print names both "\Windows\System32".
 python3 - "$mnt/syslink" <<'PY'
