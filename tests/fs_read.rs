@@ -499,3 +499,34 @@ fn damaged_fat_boot_sectors_give_errors() {
         assert!(matches!(fs.read_dir("/"), Err(Error::Corrupt { .. })));
     }
 }
+
+// ---------------------------------------------------------------- probe ------
+
+#[test]
+fn probe_names_each_fixture_and_skips_a_bare_mbr() {
+    for (name, kind) in [
+        ("ext2.img", FsKind::Ext),
+        ("ext4.img", FsKind::Ext),
+        ("ntfs.img", FsKind::Ntfs),
+        ("fat16.img", FsKind::Fat),
+        ("fat32.img", FsKind::Fat),
+    ] {
+        let src = RawImage::new(HostFile::open(Path::new(&img(name))).unwrap()).unwrap();
+        assert_eq!(v2x::fs::probe::probe(&src).unwrap(), Some(kind), "{name}");
+    }
+    // An MBR written by sfdisk ends in 55 AA but holds no BPB.
+    let tmp = scratch("mbr");
+    let disk = tmp.path().join("disk.img");
+    std::fs::write(&disk, vec![0u8; 4 << 20]).unwrap();
+    let script = tmp.path().join("layout");
+    std::fs::write(&script, "label: dos\nstart=2048, type=83\n").unwrap();
+    let out = std::process::Command::new("sfdisk")
+        .arg(&disk)
+        .stdin(std::fs::File::open(&script).unwrap())
+        .output()
+        .expect("sfdisk (package fdisk) must be installed");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&disk).unwrap();
+    assert_eq!(bytes[510..512], [0x55, 0xAA]);
+    assert!(v2x::fs::open(source_of(bytes)).unwrap().is_none());
+}

@@ -30,7 +30,7 @@ pub fn probe(source: &dyn BlockSource) -> Result<Option<FsKind>> {
     if head.len() >= 0x10048 && &head[0x10040..0x10048] == b"_BHRfS_M" {
         return Ok(Some(FsKind::Btrfs));
     }
-    // FAT: boot signature plus a FAT type string or a plausible BPB.
+    // FAT: a plausible BPB (see fat::looks_like_fat) plus a FAT type string.
     if super::fat::looks_like_fat(&head) {
         let fat16 = &head[54..59] == b"FAT12" || &head[54..59] == b"FAT16";
         let fat32 = &head[82..87] == b"FAT32";
