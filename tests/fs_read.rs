@@ -530,3 +530,18 @@ fn probe_names_each_fixture_and_skips_a_bare_mbr() {
     assert_eq!(bytes[510..512], [0x55, 0xAA]);
     assert!(v2x::fs::open(source_of(bytes)).unwrap().is_none());
 }
+
+/// The FAT16 "dirty" bit (boot sector byte 37, bit 0) becomes a note; fsck.fat agrees it is set.
+#[test]
+fn fat_dirty_bit_becomes_a_note() {
+    assert!(open("fat16.img").notes().is_empty());
+    let tmp = scratch("fatdirty");
+    let copy = tmp.path().join("dirty.img");
+    let mut bytes = std::fs::read(img("fat16.img")).unwrap();
+    bytes[37] |= 1;
+    std::fs::write(&copy, &bytes).unwrap();
+    let out = common::tool("fsck.vfat", &["-n", copy.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Dirty bit is set"));
+    let fs = v2x::fs::open(source_of(bytes)).unwrap().unwrap();
+    assert!(fs.notes().iter().any(|n| n.contains("dirty")), "{:?}", fs.notes());
+}
