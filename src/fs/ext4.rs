@@ -4,7 +4,8 @@
 //! `Sync`), while a [`Filesystem`] is shared between threads. So [`ExtFs`]
 //! holds only the block source and the facts read from the superblock, and
 //! each thread keeps its own loaded `Ext4` in a small thread-local cache,
-//! keyed by the filesystem's identity and dropped once the `ExtFs` is gone.
+//! keyed by the filesystem's identity and dropped once the `ExtFs` is gone
+//! (on that thread's next access: until then the handle keeps the source open).
 //!
 //! A journal that needs recovery is replayed by `ext4-view` in memory
 //! (committed transactions are overlaid on reads; the image is unchanged);
