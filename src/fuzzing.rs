@@ -2,8 +2,14 @@
 //! filesystems, inspection parsers) and the tests that replay their corpora.
 //! Any error is fine; a panic, hang or huge allocation is a bug.
 
+use crate::fs::{FileType, Filesystem, FsKind};
+use std::sync::Arc;
+use v2x_formats::block::BlockSource;
+use v2x_formats::file::HostFile;
+use v2x_formats::raw::RawImage;
+
 /// The fuzz targets whose inputs [`exercise`] understands, by name.
-pub const TARGETS: &[&str] = &["partitions", "lvm_metadata"];
+pub const TARGETS: &[&str] = &["partitions", "lvm_metadata", "ext4", "ntfs", "fat"];
 
 /// Feeds `data` to the parser behind fuzz target `target`.
 ///
@@ -14,6 +20,9 @@ pub fn exercise(target: &str, data: &[u8]) {
         "lvm_metadata" => {
             let _ = crate::volume::lvm::model::parse_vg(data, 0);
         }
+        "ext4" => exercise_fs(FsKind::Ext, data),
+        "ntfs" => exercise_fs(FsKind::Ntfs, data),
+        "fat" => exercise_fs(FsKind::Fat, data),
         _ => panic!("unknown fuzz target {target}"),
     }
 }
@@ -35,5 +44,52 @@ fn partitions(data: &[u8]) {
         let _ = v.source.read_at(0, &mut buf);
         let _ = v.source.map(0, v.source.size());
         let _ = v.linux_paths();
+    }
+}
+
+/// Most directory entries, and most bytes per file, one filesystem fuzz input visits.
+const FS_WALK_ENTRIES: usize = 256;
+const FS_WALK_READ: u64 = 64 << 10;
+
+/// Opens `data` as a filesystem of `kind` and walks its tree within a budget.
+fn exercise_fs(kind: FsKind, data: &[u8]) {
+    let Ok(raw) = RawImage::new(HostFile::from_bytes("fuzz-input", data.to_vec())) else {
+        return;
+    };
+    let source: Arc<dyn BlockSource> = Arc::new(raw);
+    let Ok(fs) = crate::fs::probe::open_as(kind, source) else {
+        return;
+    };
+    let _ = (fs.label(), fs.uuid(), fs.kind_name(), fs.notes());
+    walk(fs.as_ref());
+}
+
+fn walk(fs: &dyn Filesystem) {
+    let mut todo = vec!["/".to_string()];
+    let mut visited = 0;
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = fs.read_dir(&dir) else { continue };
+        for e in entries {
+            visited += 1;
+            if visited > FS_WALK_ENTRIES {
+                return;
+            }
+            let path = if dir == "/" {
+                format!("/{}", e.name)
+            } else {
+                format!("{dir}/{}", e.name)
+            };
+            let _ = fs.lstat(&path);
+            match e.file_type {
+                FileType::Dir => todo.push(path),
+                FileType::File => {
+                    let _ = fs.read_range(&path, 0, FS_WALK_READ);
+                }
+                FileType::Symlink => {
+                    let _ = fs.read_link(&path);
+                }
+                FileType::Other => {}
+            }
+        }
     }
 }

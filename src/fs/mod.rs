@@ -7,8 +7,12 @@
 //! resolved one level up, by [`guest::GuestRoot`], always inside the guest and
 //! never on the host.
 
+mod cursor;
+pub mod ext4;
+pub mod fat;
 pub mod guest;
 pub mod memfs;
+pub mod ntfs;
 pub mod probe;
 
 use serde::Serialize;

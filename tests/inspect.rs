@@ -1,0 +1,79 @@
+//! `v2x inspect --json` on generated guest images, checked against golden
+//! files in `testdata/golden/`. After a deliberate change, regenerate them
+//! with `V2X_UPDATE_GOLDEN=1 cargo test --test inspect` and review the diff.
+
+mod common;
+
+use common::{fixtures, v2x_ok};
+use serde_json::Value;
+use std::path::Path;
+
+/// Runs `v2x inspect --json` on `images` and compares with `testdata/golden/NAME.json`.
+fn golden(name: &str, images: &[&Path]) -> Value {
+    let mut args = vec!["inspect", "--json"];
+    let paths: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    let out = v2x_ok(&args);
+    let mut got: Value = serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON");
+    // Image paths depend on where fixtures were generated.
+    if let Some(disks) = got.get_mut("disks").and_then(Value::as_array_mut) {
+        for d in disks {
+            if let Some(p) = d.get_mut("path") {
+                let file = Path::new(p.as_str().unwrap())
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string();
+                *p = Value::String(file);
+            }
+        }
+    }
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/golden")
+        .join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(&got).unwrap() + "\n";
+    if std::env::var_os("V2X_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with V2X_UPDATE_GOLDEN=1 to create it",
+            file.display()
+        )
+    });
+    assert_eq!(
+        text, want,
+        "inspect --json for {name} differs from {}; if the change is deliberate, rerun with V2X_UPDATE_GOLDEN=1",
+        file.display()
+    );
+    got
+}
+
+#[test]
+fn mbr_ext4_debian() {
+    let dir = fixtures("gen-guests.sh");
+    let got = golden("mbr-ext4", &[&dir.join("mbr-ext4.img")]);
+    let root = &got["roots"][0];
+    assert_eq!(root["os_type"], "linux");
+    assert_eq!(root["distro"], "debian");
+    assert_eq!(root["version"], "12");
+    assert_eq!(root["volume"], "sda1");
+    assert_eq!(root["firmware"], "bios");
+}
+
+#[test]
+fn gpt_esp_ext4_uefi() {
+    let dir = fixtures("gen-guests.sh");
+    let got = golden("gpt-esp-ext4", &[&dir.join("gpt-esp-ext4.img")]);
+    let root = &got["roots"][0];
+    assert_eq!(root["volume"], "sda2");
+    assert_eq!(root["firmware"], "uefi");
+    let mounts = root["mountpoints"].as_array().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["mountpoint"] == "/boot/efi" && m["volume"] == "sda1"),
+        "{mounts:?}"
+    );
+}
