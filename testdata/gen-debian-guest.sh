@@ -28,9 +28,10 @@ disk_size=$((3 * 1024 * 1024 * 1024))
 part_start=2048                          # sectors: the partition starts at 1 MiB
 root_uuid=5a2c0e61-7d0b-4c52-9d4e-2f1b0c3a9e11
 disk_id=0x5a2c0e61
-# Packages on top of minbase. ifupdown is not used: systemd-networkd has the
+# Packages on top of minbase (zstd: the initramfs is zstd-compressed, as on
+# a standard bookworm install). ifupdown is not used: systemd-networkd has the
 # interface config (see 20-vmnic.network).
-packages=(linux-image-amd64 grub-pc systemd-sysv udev kmod open-vm-tools)
+packages=(linux-image-amd64 grub-pc systemd-sysv udev kmod zstd open-vm-tools)
 
 t0=$(date +%s)
 step() { echo "[gen-debian-guest $(($(date +%s) - t0))s] $*"; }
@@ -153,17 +154,24 @@ EOF
     umount "$build/proc"
     mv "$build" "$root"
     echo "$kver" > "$root.done"
+    # Root trees of older versions of this script (about 700 MB each).
+    for old in "$cache"/root-*; do
+        case $old in "$root" | "$root.done") ;; *) rm -rf --one-file-system "$old" ;; esac
+    done
+    rm -f "$cache"/initrd-*.txt
     step "root tree ready"
 fi
 kver=$(cat "$root.done")
 
 # The storage check: the initramfs must not be able to find a virtio disk.
-initrd=$root/boot/initrd.img-$kver
-if lsinitramfs "$initrd" | grep -E '/virtio(_blk|_pci|_scsi)?\.ko'; then
+# lsinitramfs is the guest's own (initramfs-tools), run in the root tree.
+initrd=/boot/initrd.img-$kver
+chroot "$root" lsinitramfs "$initrd" > "$cache/initrd-$key.txt"
+if grep -E '/virtio[^/]*\.ko' "$cache/initrd-$key.txt"; then
     echo "initramfs $initrd contains virtio modules" >&2
     exit 1
 fi
-lsinitramfs "$initrd" | grep -q '/ahci\.ko' || { echo "no ahci in $initrd" >&2; exit 1; }
+grep -q '/ahci\.ko' "$cache/initrd-$key.txt" || { echo "no ahci in $initrd" >&2; exit 1; }
 
 # Stage 3: the disk, without mounting it.
 step "making guest.raw"
@@ -194,6 +202,9 @@ dd if="$core" of=guest.raw bs=512 seek=1 conv=notrunc status=none
 le64 2 | dd of=guest.raw bs=1 seek=$((512 + 500)) conv=notrunc status=none
 le16 $((core_sectors - 1)) | dd of=guest.raw bs=1 seek=$((512 + 508)) conv=notrunc status=none
 
+# The reference checks: e2fsck on the partition, the MBR as sfdisk reads it.
+e2fsck -fn "guest.raw?offset=$((part_start * 512))" >/dev/null
+sfdisk -d guest.raw | grep -q "guest.raw1 : start= *$part_start, .*type=83, bootable"
 step "converting to VMDK"
 qemu-img convert -q -f raw -O vmdk -o subformat=monolithicSparse guest.raw guest-sparse.vmdk
 qemu-img convert -q -f raw -O vmdk -o subformat=streamOptimized guest.raw guest-stream.vmdk
