@@ -34,9 +34,7 @@ fn guest_dir() -> &'static Path {
 
 /// Runs testdata/boot-test.sh on `image`; the guard serialises boots.
 fn boot(image: &str, format: &str, bus: &str) -> Output {
-    let _guard = ONE_BOOT_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _guard = ONE_BOOT_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/boot-test.sh");
     let image = guest_dir().join(image);
     common::tool(
