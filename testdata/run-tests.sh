@@ -30,7 +30,17 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(printf "%s\n" "${need[@]}" | sort -u)
 fi
 
-echo "== fast tier: cargo test --workspace"
+# The slow tier (V2X_SLOW_TESTS=1) builds a Debian guest and boots it under
+# QEMU. Debian 12's qemu-system-x86 needs its own qemu-utils (7.2), which
+# replaces a newer backported qemu-img: do that before any test runs.
+if [ "${V2X_SLOW_TESTS:-0}" = 1 ] && ! command -v qemu-system-x86_64 >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --allow-downgrades \
+    qemu-system-x86 qemu-utils/bookworm debootstrap
+fi
+
+echo "== fast tier: cargo test --workspace (slow tier: ${V2X_SLOW_TESTS:-0})"
 env -u V2X_CORPUS cargo test --workspace --locked
 
 if [ -n "${V2X_CORPUS:-}" ]; then

@@ -1,7 +1,7 @@
 //! Slow tier: boots the real Debian 12 "VMware" guest made by
 //! testdata/gen-debian-guest.sh under QEMU (TCG) with testdata/boot-test.sh.
 //!
-//! Runs only with `V2X_BOOT_TESTS=1` (needs root, the Debian mirror and
+//! Runs only with `V2X_SLOW_TESTS=1` (needs root, the Debian mirror and
 //! qemu-system-x86; a boot takes minutes). With the variable set, anything
 //! missing fails the test: the generator and the harness exit non-zero.
 //! These tests pin the baseline a conversion must change: the unconverted
@@ -16,14 +16,9 @@ use std::sync::{Mutex, OnceLock};
 /// Two TCG boots at once on a small CI machine only make both slower.
 static ONE_BOOT_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Whether the slow boot tier was asked for.
+/// Whether the slow tier was asked for (`V2X_SLOW_TESTS=1`).
 fn enabled() -> bool {
-    match std::env::var("V2X_BOOT_TESTS") {
-        Ok(v) if v == "1" => true,
-        Ok(v) if v.is_empty() || v == "0" => false,
-        Ok(v) => panic!("V2X_BOOT_TESTS must be 1 or 0, not {v:?}"),
-        Err(_) => false,
-    }
+    common::slow_tier()
 }
 
 /// The generated guest disks (built once per generator version).

@@ -65,7 +65,17 @@ pub fn scratch(name: &str) -> tempfile::TempDir {
 pub fn fixtures(script: &str) -> PathBuf {
     let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
     let gen = testdata.join(script);
-    let key = sha256_file(&gen)[..16].to_string() + &sha256_file(&testdata.join("gen-pattern.py"))[..16];
+    let mut key = sha256_file(&gen)[..16].to_string() + &sha256_file(&testdata.join("gen-pattern.py"))[..16];
+    // A generator's companion directory (testdata/debian-guest/ for
+    // gen-debian-guest.sh) is part of its input too.
+    let stem = script
+        .trim_start_matches("gen-")
+        .trim_end_matches(".sh")
+        .trim_end_matches(".py");
+    let companion = testdata.join(stem);
+    if companion.is_dir() {
+        key += &sha256_tree(&companion)[..16];
+    }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{script}-{key}"));
     if !dir.join("done").exists() {
         let tmp = scratch(&format!("{script}-new"));
@@ -88,6 +98,29 @@ pub fn fixtures(script: &str) -> PathBuf {
 pub fn qcow2_fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| fixtures("gen-qcow2.sh"))
+}
+
+/// sha256 over the relative paths and contents of every file under `dir`, hex.
+pub fn sha256_tree(dir: &Path) -> String {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.strip_prefix(dir).unwrap().to_string_lossy().as_bytes());
+        h.update(sha256_file(&f).as_bytes());
+    }
+    format!("{:x}", h.finalize())
 }
 
 /// sha256 of a file, hex.
@@ -145,4 +178,15 @@ pub fn qemu_check(img: &Path) {
 /// `qemu-img compare` must say the images are equal.
 pub fn qemu_compare(a: &Path, b: &Path) {
     tool_ok("qemu-img", &["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
+}
+
+/// Whether the slow tier (real Debian guest build, TCG boots) was asked for
+/// with `V2X_SLOW_TESTS=1`. When it is, anything missing fails the test.
+pub fn slow_tier() -> bool {
+    match std::env::var("V2X_SLOW_TESTS") {
+        Ok(v) if v == "1" => true,
+        Ok(v) if v.is_empty() || v == "0" => false,
+        Ok(v) => panic!("V2X_SLOW_TESTS must be 1 or 0, not {v:?}"),
+        Err(_) => false,
+    }
 }
