@@ -280,7 +280,10 @@ mod tests {
         disk.read_at(0, &mut s).unwrap();
         assert!(matches!(
             read(&disk, &parse_boot_record(&s).unwrap()),
-            Err(Error::LimitExceeded { what: "MBR logical partitions", .. })
+            Err(Error::LimitExceeded {
+                what: "MBR logical partitions",
+                ..
+            })
         ));
     }
 }

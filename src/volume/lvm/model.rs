@@ -314,13 +314,19 @@ mod tests {
         let m = format!("vg {{ seqno = 1 extent_size = 8 physical_volumes {{ {pvs} }} }}");
         assert!(matches!(
             parse_vg(m.as_bytes(), 0),
-            Err(Error::LimitExceeded { what: "LVM physical volumes", .. })
+            Err(Error::LimitExceeded {
+                what: "LVM physical volumes",
+                ..
+            })
         ));
         let lvs: String = (0..=MAX_LVS).map(|i| format!("lv{i} {{ }}\n")).collect();
         let m = format!("vg {{ seqno = 1 extent_size = 8 logical_volumes {{ {lvs} }} }}");
         assert!(matches!(
             parse_vg(m.as_bytes(), 0),
-            Err(Error::LimitExceeded { what: "LVM logical volumes", .. })
+            Err(Error::LimitExceeded {
+                what: "LVM logical volumes",
+                ..
+            })
         ));
         let segs: String = (0..=MAX_SEGMENTS)
             .map(|i| {
@@ -336,7 +342,10 @@ mod tests {
         );
         assert!(matches!(
             parse_vg(m.as_bytes(), 0),
-            Err(Error::LimitExceeded { what: "LVM segments", .. })
+            Err(Error::LimitExceeded {
+                what: "LVM segments",
+                ..
+            })
         ));
     }
 }
