@@ -386,6 +386,29 @@ fn damaged_primary_gpt_header_falls_back_to_backup() {
 }
 
 #[test]
+fn hybrid_mbr_is_noted_and_the_gpt_wins() {
+    let good = scan(&[open("gpt.img")]).unwrap();
+    let mut d = bytes("gpt.img");
+    // A second MBR entry mirroring GPT partition 2, as hybrid-MBR tools write.
+    let VolumeKind::Partition { start, len, .. } = good.volumes[1].kind else {
+        panic!()
+    };
+    let e = 446 + 16;
+    d[e] = 0x80;
+    d[e + 4] = 0x83;
+    d[e + 8..e + 12].copy_from_slice(&((start / 512) as u32).to_le_bytes());
+    d[e + 12..e + 16].copy_from_slice(&((len / 512) as u32).to_le_bytes());
+    let set = scan(&[mem("gpt.img", d)]).unwrap();
+    assert_eq!(set.tables, ["gpt"]);
+    assert_eq!(names(&set), names(&good));
+    assert!(
+        set.warnings.iter().any(|w| w.contains("hybrid MBR")),
+        "{:?}",
+        set.warnings
+    );
+}
+
+#[test]
 fn both_gpt_headers_damaged_is_corrupt_naming_the_field() {
     let mut d = bytes("gpt.img");
     let last = d.len() - 512;
