@@ -127,6 +127,36 @@ lvs "${lvmopt[@]}" --segments --units b --reportformat json \
     -o lv_name,seg_start_pe,seg_size_pe,segtype,stripes,stripe_size,seg_pe_ranges,lv_uuid v2x-vg >lvm-segs.json
 pvs "${lvmopt[@]}" --units b --reportformat json -o pv_name,pv_uuid,pe_start,vg_name >lvm-pvs.json
 echo "$pv1 $pv2" >lvm-loops.txt
+
+# lvm-wrap.img: a whole-disk PV of VG "wrapvg" whose metadata was rewritten
+# (long tags added) until the newest copy wraps round the end of the circular
+# metadata buffer.
+truncate -s 16M lvm-wrap.img
+pvw=$(loop lvm-wrap.img)
+wopt=(--driverloaded n --devices "$pvw" --config 'backup { backup = 0 archive = 0 }')
+pvcreate -q "${wopt[@]}" -y "$pvw" >/dev/null
+vgcreate -q "${wopt[@]}" -s 1M wrapvg "$pvw" >/dev/null
+lvcreate -q "${wopt[@]}" --zero n --activate n -n l -L 3M wrapvg >/dev/null 2>&1
+wrapped() {
+    python3 -c "
+import struct, sys
+h = open('lvm-wrap.img', 'rb').read(8192)[4096:4608]
+size, = struct.unpack_from('<Q', h, 32)
+off, n = struct.unpack_from('<QQ', h, 40)
+sys.exit(0 if off + n > size else 1)"
+}
+for i in $(seq 1 60); do
+    tags=()
+    for j in $(seq 1 10); do tags+=(--addtag "t${i}_$j$(printf '%01000d' 0)"); done
+    vgchange -q "${wopt[@]}" "${tags[@]}" wrapvg >/dev/null 2>&1
+    if wrapped; then break; fi
+done
+wrapped || { echo "LVM metadata never wrapped" >&2; exit 1; }
+lvs "${wopt[@]}" --segments --units b --reportformat json \
+    -o lv_name,seg_start_pe,seg_size_pe,seg_pe_ranges,lv_uuid wrapvg >lvm-wrap-segs.json
+vgs "${wopt[@]}" --reportformat json -o vg_name,vg_seqno wrapvg >lvm-wrap-vg.json
+losetup -d "$pvw"
+
 truncate -s 32M xfs-lin.bin xfs-str.bin
 mkfs.xfs -q -L lin xfs-lin.bin
 mkfs.xfs -q -L str xfs-str.bin

@@ -312,6 +312,40 @@ fn missing_pv_leaves_its_lvs_out_with_a_warning() {
     assert!(set.warnings.iter().any(|w| w.contains("v2x-vg/str-ipe")));
 }
 
+#[test]
+fn lvm_metadata_wrapped_round_the_circular_buffer_is_read() {
+    // The fixture is only useful if real LVM really wrapped the newest copy.
+    let d = bytes("lvm-wrap.img");
+    let le = |at: usize| u64::from_le_bytes(d[at..at + 8].try_into().unwrap());
+    assert!(
+        le(4096 + 40) + le(4096 + 48) > le(4096 + 32),
+        "metadata did not wrap"
+    );
+    let set = scan(&[open("lvm-wrap.img")]).unwrap();
+    assert_eq!(names(&set), ["sda", "wrapvg/l"]);
+    let segs = json("lvm-wrap-segs.json");
+    let seg = &segs["report"][0]["seg"][0];
+    let v = get(&set, "wrapvg/l");
+    let VolumeKind::LogicalVolume { uuid, .. } = &v.kind else {
+        panic!()
+    };
+    assert_eq!(uuid, seg["lv_uuid"].as_str().unwrap());
+    let extents: u64 = seg["seg_size_pe"].as_str().unwrap().parse().unwrap();
+    assert_eq!(v.source.size(), extents << 20);
+    // The newest metadata (vgs's seqno) was the one parsed.
+    let pv = get(&set, "sda");
+    let l = label::read_label(pv.source.as_ref()).unwrap().unwrap();
+    let (text, _) = label::read_metadata(pv.source.as_ref(), l.metadata_areas[0])
+        .unwrap()
+        .unwrap();
+    let vg = model::parse_vg(&text, 0).unwrap();
+    let want = json("lvm-wrap-vg.json");
+    assert_eq!(
+        vg.seqno.to_string(),
+        want["report"][0]["vg"][0]["vg_seqno"].as_str().unwrap()
+    );
+}
+
 fn bytes(name: &str) -> Vec<u8> {
     std::fs::read(dir().join(name)).unwrap()
 }
@@ -349,6 +383,29 @@ fn damaged_primary_gpt_header_falls_back_to_backup() {
             set.warnings
         );
     }
+}
+
+#[test]
+fn hybrid_mbr_is_noted_and_the_gpt_wins() {
+    let good = scan(&[open("gpt.img")]).unwrap();
+    let mut d = bytes("gpt.img");
+    // A second MBR entry mirroring GPT partition 2, as hybrid-MBR tools write.
+    let VolumeKind::Partition { start, len, .. } = good.volumes[1].kind else {
+        panic!()
+    };
+    let e = 446 + 16;
+    d[e] = 0x80;
+    d[e + 4] = 0x83;
+    d[e + 8..e + 12].copy_from_slice(&((start / 512) as u32).to_le_bytes());
+    d[e + 12..e + 16].copy_from_slice(&((len / 512) as u32).to_le_bytes());
+    let set = scan(&[mem("gpt.img", d)]).unwrap();
+    assert_eq!(set.tables, ["gpt"]);
+    assert_eq!(names(&set), names(&good));
+    assert!(
+        set.warnings.iter().any(|w| w.contains("hybrid MBR")),
+        "{:?}",
+        set.warnings
+    );
 }
 
 #[test]

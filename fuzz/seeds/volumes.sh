@@ -2,7 +2,8 @@
 # Regenerates the seeds in fuzz/corpus/partitions/ (small disks made by
 # sfdisk) and fuzz/corpus/lvm_metadata/ (LVM text metadata, taken from a
 # vgcfgbackup of the gen-volumes.sh fixtures when given as $1, plus a
-# hand-written striped VG). Needs sfdisk and python3; every seed stays small.
+# hand-written striped VG; with the fixture directory as $2, the first 24 KiB
+# of its whole-disk PV: label, metadata area header and metadata). Needs sfdisk and python3; every seed stays small.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 parts=$here/corpus/partitions
@@ -30,6 +31,9 @@ truncate -s 4K empty.img
 cp mbr.img gpt.img empty.img "$parts/"
 if [ $# -gt 0 ]; then
     grep -v '^#' "$1" >"$meta/vgcfgbackup.txt"
+fi
+if [ $# -gt 1 ]; then
+    head -c 24576 "$2/lvm-disk2.img" >"$parts/lvm-pv-head.img"
 fi
 cat >"$meta/striped.txt" <<'T'
 vg { id = "x" seqno = 2 extent_size = 8
