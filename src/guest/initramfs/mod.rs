@@ -139,6 +139,34 @@ pub trait Visitor {
 
 /// Walks every entry of every segment of `src`, unpacking at most `max_unpacked` bytes.
 pub fn walk(src: &dyn ByteSource, max_unpacked: u64, v: &mut dyn Visitor) -> Result<Vec<Segment>> {
+    walk_inner(src, max_unpacked, v, true)
+}
+
+/// Lists a plain cpio archive (or several concatenated), refusing compressed data.
+pub fn list_cpio(data: &[u8]) -> Result<Vec<Entry>> {
+    let mut c = Collect(Vec::new());
+    walk_inner(&data, MAX_INITRAMFS_UNPACKED, &mut c, false)?;
+    Ok(c.0)
+}
+
+struct Collect(Vec<Entry>);
+
+impl Visitor for Collect {
+    fn entry(&mut self, entry: &Entry) -> Result<bool> {
+        self.0.push(entry.clone());
+        Ok(false)
+    }
+    fn data(&mut self, _: &Entry, _: Vec<u8>) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn walk_inner(
+    src: &dyn ByteSource,
+    max_unpacked: u64,
+    v: &mut dyn Visitor,
+    allow_compressed: bool,
+) -> Result<Vec<Segment>> {
     let mut w = Walk {
         segments: Vec::new(),
         entries: 0,
@@ -156,7 +184,8 @@ pub fn walk(src: &dyn ByteSource, max_unpacked: u64, v: &mut dyn Visitor) -> Res
             w.archive(&mut s, v)?;
             continue;
         }
-        let Some(kind) = Compression::detect(head) else {
+        let kind = Compression::detect(head).filter(|_| allow_compressed);
+        let Some(kind) = kind else {
             return Err(Error::corrupt(
                 "initramfs data is neither cpio nor a known compression",
                 at,
@@ -187,16 +216,6 @@ pub fn list(src: &dyn ByteSource) -> Result<Listing> {
 
 /// Lists an initramfs, unpacking at most `max_unpacked` bytes.
 pub fn list_limited(src: &dyn ByteSource, max_unpacked: u64) -> Result<Listing> {
-    struct Collect(Vec<Entry>);
-    impl Visitor for Collect {
-        fn entry(&mut self, entry: &Entry) -> Result<bool> {
-            self.0.push(entry.clone());
-            Ok(false)
-        }
-        fn data(&mut self, _: &Entry, _: Vec<u8>) -> Result<()> {
-            Ok(())
-        }
-    }
     let mut c = Collect(Vec::new());
     let segments = walk(src, max_unpacked, &mut c)?;
     Ok(Listing {
@@ -555,6 +574,22 @@ impl<'a> Stream<'a> {
             }
         }
     }
+}
+
+
+/// Fuzzing entry: detects and decodes every segment of `data` with a small
+/// unpacking budget, reading the content of every small file.
+pub fn fuzz_walk(data: &[u8]) {
+    struct All;
+    impl Visitor for All {
+        fn entry(&mut self, entry: &Entry) -> Result<bool> {
+            Ok(entry.size <= 1 << 20)
+        }
+        fn data(&mut self, _: &Entry, _: Vec<u8>) -> Result<()> {
+            Ok(())
+        }
+    }
+    let _ = walk(&data, 64 << 20, &mut All);
 }
 
 #[cfg(test)]
