@@ -109,11 +109,7 @@ pub(crate) fn parse_header(h: &[u8; HEADER_LEN], at: u64) -> Result<Header> {
     if header.namesize == 0 {
         return Err(Error::corrupt("cpio entry has an empty name", at + 94));
     }
-    v2x_formats::error::check_limit(
-        "cpio entry name length",
-        u64::from(header.namesize),
-        MAX_NAME_LEN,
-    )?;
+    v2x_formats::error::check_limit("cpio entry name length", u64::from(header.namesize), MAX_NAME_LEN)?;
     Ok(header)
 }
 
@@ -137,7 +133,10 @@ mod tests {
     #[test]
     fn fields_and_types() {
         let h = parse_header(&header("070701", 0o100644, 5, 4), 0).unwrap();
-        assert_eq!((h.mode, h.filesize, h.namesize, h.has_crc), (0o100644, 5, 4, false));
+        assert_eq!(
+            (h.mode, h.filesize, h.namesize, h.has_crc),
+            (0o100644, 5, 4, false)
+        );
         assert!(parse_header(&header("070702", 0o40755, 0, 4), 0).unwrap().has_crc);
         let e = Entry {
             name: "./usr/lib".into(),
@@ -155,7 +154,10 @@ mod tests {
         let h = header("070701", 0o100644, 0, 0xffff_ffff);
         assert!(matches!(
             parse_header(&h, 0),
-            Err(Error::LimitExceeded { what: "cpio entry name length", .. })
+            Err(Error::LimitExceeded {
+                what: "cpio entry name length",
+                ..
+            })
         ));
         let h = header("070701", 0o100644, 0, MAX_NAME_LEN as u32);
         assert!(parse_header(&h, 0).is_ok());
@@ -165,7 +167,10 @@ mod tests {
     fn bad_magic_and_digits_name_the_offset() {
         let mut h = header("070701", 0o100644, 0, 4);
         h[0] = b'x';
-        assert!(matches!(parse_header(&h, 0x200), Err(Error::Corrupt { offset: 0x200, .. })));
+        assert!(matches!(
+            parse_header(&h, 0x200),
+            Err(Error::Corrupt { offset: 0x200, .. })
+        ));
         let mut h = header("070701", 0o100644, 0, 4);
         h[6 + 8 * 6] = b'g';
         assert!(matches!(

@@ -142,14 +142,10 @@ impl Decoder {
                 MAX_DECODER_MEMORY_KB,
             ))),
             Compression::Lzma => Inner::Lzma {
-                stream: Box::new(lzma_rust2::LzmaStream::new_mem_limit(
-                    MAX_DECODER_MEMORY_KB,
-                    None,
-                )),
+                stream: Box::new(lzma_rust2::LzmaStream::new_mem_limit(MAX_DECODER_MEMORY_KB, None)),
             },
             Compression::Zstd => Inner::Zstd(Box::new(
-                zstd::stream::raw::Decoder::new()
-                    .map_err(|e| Error::io("starting a zstd decoder", e))?,
+                zstd::stream::raw::Decoder::new().map_err(|e| Error::io("starting a zstd decoder", e))?,
             )),
             Compression::Lz4 => Inner::Lz4 {
                 phase: Lz4Phase::Magic,

@@ -560,7 +560,10 @@ impl<'a> Stream<'a> {
             let want = (d.in_end + CHUNK).min(MAX_INPUT_WINDOW);
             if want <= d.in_end {
                 return Err(Error::corrupt(
-                    format!("{} segment needs more than {MAX_INPUT_WINDOW} bytes of input at once", d.kind.name()),
+                    format!(
+                        "{} segment needs more than {MAX_INPUT_WINDOW} bytes of input at once",
+                        d.kind.name()
+                    ),
                     d.in_pos,
                 ));
             }
@@ -575,7 +578,6 @@ impl<'a> Stream<'a> {
         }
     }
 }
-
 
 /// Fuzzing entry: detects and decodes every segment of `data` with a small
 /// unpacking budget, reading the content of every small file.

@@ -118,7 +118,10 @@ fn absurd_namesize_is_a_limit() {
     a[94..102].copy_from_slice(b"7fffffff");
     assert!(matches!(
         list(&a),
-        Err(Error::LimitExceeded { what: "cpio entry name length", .. })
+        Err(Error::LimitExceeded {
+            what: "cpio entry name length",
+            ..
+        })
     ));
 }
 
@@ -138,7 +141,10 @@ fn huge_filesize_is_cut_short_or_refused() {
     // Asked for, the size is refused before anything is allocated.
     assert!(matches!(
         read_file(&a, "usr/init"),
-        Err(Error::LimitExceeded { what: "initramfs file size", .. })
+        Err(Error::LimitExceeded {
+            what: "initramfs file size",
+            ..
+        })
     ));
 }
 
@@ -170,7 +176,10 @@ fn unknown_data_and_unsupported_compression() {
     b.extend(b"BZh91AY&SY");
     assert!(matches!(list(&b), Err(Error::Unsupported(_))));
     // odc archives are not what the kernel reads.
-    assert!(matches!(list(&&b"070707"[..]).map(|_| ()), Err(Error::Unsupported(_)) | Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        list(&&b"070707"[..]).map(|_| ()),
+        Err(Error::Unsupported(_)) | Err(Error::Corrupt { .. })
+    ));
 }
 
 #[test]
@@ -190,7 +199,10 @@ fn unpacked_budget_is_enforced() {
     assert!(list_limited(&g, 1 << 20).is_ok());
     assert!(matches!(
         list_limited(&g, 100 << 10),
-        Err(Error::LimitExceeded { what: "unpacked initramfs bytes", .. })
+        Err(Error::LimitExceeded {
+            what: "unpacked initramfs bytes",
+            ..
+        })
     ));
 }
 
@@ -224,7 +236,10 @@ fn entry_count_is_capped() {
     };
     assert!(matches!(
         list(&src),
-        Err(Error::LimitExceeded { what: "initramfs entries", .. })
+        Err(Error::LimitExceeded {
+            what: "initramfs entries",
+            ..
+        })
     ));
 }
 
@@ -236,6 +251,9 @@ fn segment_count_is_capped() {
     }
     assert!(matches!(
         list(&img),
-        Err(Error::LimitExceeded { what: "initramfs segments", .. })
+        Err(Error::LimitExceeded {
+            what: "initramfs segments",
+            ..
+        })
     ));
 }

@@ -558,7 +558,11 @@ fn detect_grub2(ctx: &mut Ctx, installed: &[Package]) -> Option<Bootloader> {
     let (path, cfg) = chosen.or(first)?;
     let dir = path.rsplit_once('/').map_or("/boot/grub", |(d, _)| d).to_string();
     let mut env = BTreeMap::new();
-    for p in [format!("{dir}/grubenv"), "/boot/grub/grubenv".into(), "/boot/grub2/grubenv".into()] {
+    for p in [
+        format!("{dir}/grubenv"),
+        "/boot/grub/grubenv".into(),
+        "/boot/grub2/grubenv".into(),
+    ] {
         if let Some(t) = ctx.text(&p) {
             env = parse_grubenv(&t);
             break;
@@ -570,14 +574,18 @@ fn detect_grub2(ctx: &mut Ctx, installed: &[Package]) -> Option<Bootloader> {
         .and_then(|kv| kv.get("GRUB_DEFAULT").cloned());
     let mut menu = cfg.menu.clone();
     if cfg.uses_bls {
-        let bls = bls_entries(ctx, "/boot/loader/entries", env.get("kernelopts").map(String::as_str));
+        let bls = bls_entries(
+            ctx,
+            "/boot/loader/entries",
+            env.get("kernelopts").map(String::as_str),
+        );
         // blscfg's entries come where the command is; put them first as RHEL does.
         let mut items: Vec<GrubItem> = bls.into_iter().map(GrubItem::Entry).collect();
         items.append(&mut menu.items);
         menu.items = items;
     }
-    let wants_saved = cfg.defaults.iter().any(|d| d.contains("saved_entry"))
-        || etc_default.as_deref() == Some("saved");
+    let wants_saved =
+        cfg.defaults.iter().any(|d| d.contains("saved_entry")) || etc_default.as_deref() == Some("saved");
     let literal = cfg.defaults.iter().rev().find(|d| !d.contains('$')).cloned();
     let default_name = if wants_saved {
         env.get("saved_entry").cloned().or(literal)

@@ -63,10 +63,9 @@ pub struct FstabEntry {
 impl FstabEntry {
     /// The value of option `name=` if present (e.g. "subvol", "subvolid").
     pub fn option(&self, name: &str) -> Option<&str> {
-        self.options.iter().find_map(|o| {
-            o.strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix('='))
-        })
+        self.options
+            .iter()
+            .find_map(|o| o.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
     }
     /// The btrfs subvolume path (`subvol=`), if set.
     pub fn subvol(&self) -> Option<&str> {
@@ -89,7 +88,9 @@ pub fn unescape(field: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (u32::from(b[i + 1] - b'0') << 6) | (u32::from(b[i + 2] - b'0') << 3) | u32::from(b[i + 3] - b'0');
+            let v = (u32::from(b[i + 1] - b'0') << 6)
+                | (u32::from(b[i + 2] - b'0') << 3)
+                | u32::from(b[i + 3] - b'0');
             if let Ok(byte) = u8::try_from(v) {
                 out.push(byte);
                 i += 4;

@@ -131,11 +131,7 @@ fn find_initramfs(ctx: &mut Ctx, version: &str, modules_dir: Option<&str>) -> Op
 
 /// Finds every installed kernel and where its virtio drivers are.
 pub(crate) fn detect(ctx: &mut Ctx, want_initramfs: bool) -> Vec<Kernel> {
-    let module_dirs: Vec<String> = ctx
-        .list("/lib/modules")
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let module_dirs: Vec<String> = ctx.list("/lib/modules").into_iter().map(|e| e.name).collect();
     let mut found: Vec<(String, String)> = Vec::new();
     for e in ctx.list("/boot") {
         for prefix in ["vmlinuz-", "vmlinux-", "Image-"] {
@@ -154,7 +150,10 @@ pub(crate) fn detect(ctx: &mut Ctx, want_initramfs: bool) -> Vec<Kernel> {
         }
     }
     if found.len() > MAX_KERNELS {
-        ctx.warn(format!("{} kernels found, only {MAX_KERNELS} inspected", found.len()));
+        ctx.warn(format!(
+            "{} kernels found, only {MAX_KERNELS} inspected",
+            found.len()
+        ));
         found.truncate(MAX_KERNELS);
     }
     let wanted = virtio_modules();
@@ -164,7 +163,13 @@ pub(crate) fn detect(ctx: &mut Ctx, want_initramfs: bool) -> Vec<Kernel> {
             let modules_dir = find_modules_dir(&version, &module_dirs);
             let initramfs = find_initramfs(ctx, &version, modules_dir.as_deref());
             let version_string = bzimage_version(ctx, &path);
-            let modules = module_status(ctx, &wanted, modules_dir.as_deref(), initramfs.as_deref(), want_initramfs);
+            let modules = module_status(
+                ctx,
+                &wanted,
+                modules_dir.as_deref(),
+                initramfs.as_deref(),
+                want_initramfs,
+            );
             Kernel {
                 path,
                 version,
@@ -244,7 +249,10 @@ mod tests {
 
     #[test]
     fn module_names() {
-        assert_eq!(module_name("kernel/drivers/block/virtio_blk.ko.xz").as_deref(), Some("virtio_blk"));
+        assert_eq!(
+            module_name("kernel/drivers/block/virtio_blk.ko.xz").as_deref(),
+            Some("virtio_blk")
+        );
         assert_eq!(module_name("/x/virtio-scsi.ko").as_deref(), Some("virtio_scsi"));
         assert_eq!(module_name("virtio_net.ko.zst").as_deref(), Some("virtio_net"));
         assert_eq!(module_name("modules.dep"), None);
@@ -252,7 +260,10 @@ mod tests {
             parse_modules_dep("kernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko\nbogus\n"),
             ["kernel/drivers/net/virtio_net.ko"]
         );
-        assert_eq!(parse_builtin("kernel/drivers/virtio/virtio_pci.ko\n"), ["virtio_pci"]);
+        assert_eq!(
+            parse_builtin("kernel/drivers/virtio/virtio_pci.ko\n"),
+            ["virtio_pci"]
+        );
     }
 
     #[test]

@@ -61,9 +61,7 @@ pub struct InspectOptions {
 
 impl Default for InspectOptions {
     fn default() -> Self {
-        Self {
-            read_initramfs: true,
-        }
+        Self { read_initramfs: true }
     }
 }
 
@@ -119,14 +117,9 @@ pub fn inspect_with(root: &GuestRoot, opts: InspectOptions) -> Result<LinuxInfo>
 pub fn is_linux_root(root: &GuestRoot) -> bool {
     let is = |p: &str, t: FileType| matches!(root.stat(p), Ok(m) if m.file_type == t);
     is("/etc", FileType::Dir)
-        && [
-            "/etc/os-release",
-            "/usr/lib/os-release",
-            "/etc/fstab",
-            "/bin/sh",
-        ]
-        .iter()
-        .any(|p| is(p, FileType::File))
+        && ["/etc/os-release", "/usr/lib/os-release", "/etc/fstab", "/bin/sh"]
+            .iter()
+            .any(|p| is(p, FileType::File))
 }
 
 /// Inspection state: the tree and the warnings collected so far.

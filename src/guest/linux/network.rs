@@ -126,9 +126,7 @@ pub fn parse_interfaces(text: &str) -> (Vec<String>, Vec<String>) {
             ["auto" | "allow-hotplug" | "allow-auto", names @ ..] => {
                 names.iter().for_each(|n| push_unique(&mut ifs, n))
             }
-            ["hwaddress", "ether", mac] | ["hwaddress", mac] => {
-                push_unique(&mut macs, &mac.to_lowercase())
-            }
+            ["hwaddress", "ether", mac] | ["hwaddress", mac] => push_unique(&mut macs, &mac.to_lowercase()),
             _ => {}
         }
     }
@@ -193,7 +191,11 @@ pub(crate) fn detect(ctx: &mut Ctx) -> Vec<NetConfig> {
     for name in ctx.file_names(nm, MAX_NET_FILES) {
         let path = format!("{nm}/{name}");
         if let Some(t) = ctx.text_max(&path, MAX_NET_FILE) {
-            add(path, "networkmanager", parse_ini(&t, &["interface-name"], &["mac-address"]));
+            add(
+                path,
+                "networkmanager",
+                parse_ini(&t, &["interface-name"], &["mac-address"]),
+            );
         }
     }
     let mut interfaces = vec!["/etc/network/interfaces".to_string()];
@@ -214,7 +216,11 @@ pub(crate) fn detect(ctx: &mut Ctx) -> Vec<NetConfig> {
             if name.ends_with(".network") || name.ends_with(".link") {
                 let path = format!("{dir}/{name}");
                 if let Some(t) = ctx.text_max(&path, MAX_NET_FILE) {
-                    add(path, "networkd", parse_ini(&t, &["Name"], &["MACAddress", "PermanentMACAddress"]));
+                    add(
+                        path,
+                        "networkd",
+                        parse_ini(&t, &["Name"], &["MACAddress", "PermanentMACAddress"]),
+                    );
                 }
             }
         }
@@ -228,8 +234,14 @@ mod tests {
 
     #[test]
     fn ifcfg() {
-        let (i, m) = parse_ifcfg("DEVICE=eth0\nHWADDR=\"00:50:56:AA:BB:CC\"\nBOOTPROTO=dhcp\n", "eth0");
-        assert_eq!((i, m), (vec!["eth0".to_string()], vec!["00:50:56:aa:bb:cc".to_string()]));
+        let (i, m) = parse_ifcfg(
+            "DEVICE=eth0\nHWADDR=\"00:50:56:AA:BB:CC\"\nBOOTPROTO=dhcp\n",
+            "eth0",
+        );
+        assert_eq!(
+            (i, m),
+            (vec!["eth0".to_string()], vec!["00:50:56:aa:bb:cc".to_string()])
+        );
         let (i, m) = parse_ifcfg("BOOTPROTO=dhcp\n", "ens192");
         assert_eq!((i.as_slice(), m.is_empty()), (&["ens192".to_string()][..], true));
     }
@@ -244,10 +256,17 @@ mod tests {
 
     #[test]
     fn ini_interfaces_udev() {
-        let (i, m) = parse_ini("[connection]\nid=Wired\ninterface-name=ens33\n[ethernet]\nmac-address=00:0C:29:01:02:03\n", &["interface-name"], &["mac-address"]);
+        let (i, m) = parse_ini(
+            "[connection]\nid=Wired\ninterface-name=ens33\n[ethernet]\nmac-address=00:0C:29:01:02:03\n",
+            &["interface-name"],
+            &["mac-address"],
+        );
         assert_eq!((i[0].as_str(), m[0].as_str()), ("ens33", "00:0c:29:01:02:03"));
         let (i, m) = parse_interfaces("auto lo eth0\niface lo inet loopback\niface eth0 inet dhcp\n  hwaddress ether 00:11:22:33:44:55\n# iface x\n");
-        assert_eq!((i, m), (vec!["eth0".to_string()], vec!["00:11:22:33:44:55".to_string()]));
+        assert_eq!(
+            (i, m),
+            (vec!["eth0".to_string()], vec!["00:11:22:33:44:55".to_string()])
+        );
         let (i, m) = parse_udev_net("# gen\nSUBSYSTEM==\"net\", ACTION==\"add\", DRIVERS==\"?*\", ATTR{address}==\"00:50:56:aa:bb:cc\", KERNEL==\"eth*\", NAME=\"eth0\"\n");
         assert_eq!((i[0].as_str(), m[0].as_str()), ("eth0", "00:50:56:aa:bb:cc"));
     }

@@ -93,7 +93,7 @@ pub fn shell_value(v: &str) -> String {
 
 /// Splits "9.3", "22.04" or "3.19.1" into major and minor (minor 0 when absent).
 pub fn split_version(v: &str) -> (Option<u32>, Option<u32>) {
-    let mut parts = v.split(|c: char| c == '.' || c == '-' || c == '_');
+    let mut parts = v.split(['.', '-', '_']);
     let num = |s: Option<&str>| -> Option<u32> {
         let s = s?;
         let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
@@ -173,7 +173,10 @@ fn parse_suse_release(text: &str, source: &str) -> Option<OsInfo> {
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
     let major = kv.get("VERSION").and_then(|v| split_version(v).0);
-    let minor = kv.get("PATCHLEVEL").and_then(|v| v.parse().ok()).or(major.map(|_| 0));
+    let minor = kv
+        .get("PATCHLEVEL")
+        .and_then(|v| v.parse().ok())
+        .or(major.map(|_| 0));
     let id = if first.to_lowercase().contains("opensuse") {
         "opensuse"
     } else if first.contains("Desktop") {
@@ -219,7 +222,9 @@ fn parse_debian_version(text: &str, source: &str) -> Option<OsInfo> {
     Some(OsInfo {
         id: "debian".into(),
         product_name: Some(format!("Debian GNU/Linux {v}")),
-        codename: major.is_none().then(|| v.split('/').next().unwrap_or("").to_string()),
+        codename: major
+            .is_none()
+            .then(|| v.split('/').next().unwrap_or("").to_string()),
         version: Some(v),
         major,
         minor,
@@ -270,9 +275,7 @@ pub(crate) fn hostname(ctx: &mut Ctx) -> Option<String> {
         }
     }
     let t = ctx.text("/etc/sysconfig/network")?;
-    parse_os_release(&t)
-        .remove("HOSTNAME")
-        .filter(|h| !h.is_empty())
+    parse_os_release(&t).remove("HOSTNAME").filter(|h| !h.is_empty())
 }
 
 /// The architecture name for an ELF header (the first 64 bytes of a binary).
@@ -353,11 +356,8 @@ mod tests {
         let c = parse_redhat_release("CentOS Linux release 7.9.2009 (Core)\n", "/x").unwrap();
         assert_eq!((c.id.as_str(), c.major, c.minor), ("centos", Some(7), Some(9)));
         assert_eq!(c.codename.as_deref(), Some("Core"));
-        let r = parse_redhat_release(
-            "Red Hat Enterprise Linux Server release 6.10 (Santiago)",
-            "/x",
-        )
-        .unwrap();
+        let r =
+            parse_redhat_release("Red Hat Enterprise Linux Server release 6.10 (Santiago)", "/x").unwrap();
         assert_eq!((r.id.as_str(), r.major, r.minor), ("rhel", Some(6), Some(10)));
         let s = parse_suse_release(
             "SUSE Linux Enterprise Server 11 (x86_64)\nVERSION = 11\nPATCHLEVEL = 4\n",

@@ -159,17 +159,29 @@ mod tests {
                  Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b2\n";
         let p = parse_dpkg_status(t);
         assert_eq!(p.len(), 2);
-        assert_eq!((p[0].name.as_str(), p[0].version.as_str()), ("open-vm-tools", "2:12.2.0-1"));
+        assert_eq!(
+            (p[0].name.as_str(), p[0].version.as_str()),
+            ("open-vm-tools", "2:12.2.0-1")
+        );
         assert_eq!(p[1].name, "bash");
     }
 
     #[test]
     fn apk_and_pacman() {
         let p = parse_apk_installed("C:x\nP:musl\nV:1.2.4-r2\n\nP:open-vm-tools\nV:12.3.5-r0\n");
-        assert_eq!(p[1], Package { name: "open-vm-tools".into(), version: "12.3.5-r0".into() });
+        assert_eq!(
+            p[1],
+            Package {
+                name: "open-vm-tools".into(),
+                version: "12.3.5-r0".into()
+            }
+        );
         assert_eq!(
             split_pacman_dir("open-vm-tools-6:12.3.5-1"),
-            Some(Package { name: "open-vm-tools".into(), version: "6:12.3.5-1".into() })
+            Some(Package {
+                name: "open-vm-tools".into(),
+                version: "6:12.3.5-1".into()
+            })
         );
         assert_eq!(split_pacman_dir("nodash"), None);
     }

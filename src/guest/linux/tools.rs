@@ -86,11 +86,7 @@ pub(crate) fn detect(ctx: &mut Ctx, installed: &[Package]) -> Vec<HypervisorTool
             .filter(|p| installed.iter().any(|i| &i.name == *p))
             .cloned()
             .collect();
-        let paths: Vec<String> = spec
-            .paths
-            .iter()
-            .flat_map(|p| matching_paths(ctx, p))
-            .collect();
+        let paths: Vec<String> = spec.paths.iter().flat_map(|p| matching_paths(ctx, p)).collect();
         let mut services = Vec::new();
         for s in &spec.services {
             for d in SERVICE_DIRS {
@@ -125,6 +121,8 @@ mod tests {
         for want in ["vmware", "virtualbox", "xen", "hyperv"] {
             assert!(hv.contains(&want), "{want}");
         }
-        assert!(specs.iter().all(|s| !s.packages.is_empty() && !s.paths.is_empty()));
+        assert!(specs
+            .iter()
+            .all(|s| !s.packages.is_empty() && !s.paths.is_empty()));
     }
 }

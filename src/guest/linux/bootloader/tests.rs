@@ -53,7 +53,10 @@ fn grub_cfg_tree_and_defaults() {
     assert_eq!(flat[0].kernel.as_deref(), Some("/boot/vmlinuz-6.1.0-18-amd64"));
     assert_eq!(flat[0].cmdline.as_deref(), Some("root=UUID=1234 ro quiet"));
     assert_eq!(flat[0].initrd.as_deref(), Some("/boot/initrd.img-6.1.0-18-amd64"));
-    assert_eq!(flat[2].submenu.as_deref(), Some("Advanced options for Debian GNU/Linux"));
+    assert_eq!(
+        flat[2].submenu.as_deref(),
+        Some("Advanced options for Debian GNU/Linux")
+    );
     assert_eq!(flat[3].id.as_deref(), Some("uefi-firmware"));
     let m = &cfg.menu;
     assert_eq!(resolve_grub_default(m, "0").unwrap().title, "Debian GNU/Linux");
@@ -62,12 +65,9 @@ fn grub_cfg_tree_and_defaults() {
         Some("/boot/vmlinuz-6.1.0-17-amd64")
     );
     assert_eq!(
-        resolve_grub_default(
-            m,
-            "gnulinux-advanced-1234>gnulinux-6.1.0-18-amd64-advanced-1234"
-        )
-        .unwrap()
-        .title,
+        resolve_grub_default(m, "gnulinux-advanced-1234>gnulinux-6.1.0-18-amd64-advanced-1234")
+            .unwrap()
+            .title,
         "Debian GNU/Linux, with Linux 6.1.0-18-amd64"
     );
     assert_eq!(
@@ -106,7 +106,9 @@ fn bls_and_grubenv() {
     assert!(e.title.starts_with("Red Hat"));
     assert_eq!(e.kernel.as_deref(), Some("/vmlinuz-5.14.0-362.8.1.el9_3.x86_64"));
     assert_eq!(e.cmdline.as_deref(), Some("$kernelopts $tuned_params"));
-    let env = parse_grubenv("# GRUB Environment Block\nsaved_entry=abc\nkernelopts=root=/dev/mapper/rhel-root ro\n######\n");
+    let env = parse_grubenv(
+        "# GRUB Environment Block\nsaved_entry=abc\nkernelopts=root=/dev/mapper/rhel-root ro\n######\n",
+    );
     assert_eq!(env["saved_entry"], "abc");
     assert_eq!(env["kernelopts"], "root=/dev/mapper/rhel-root ro");
 }
