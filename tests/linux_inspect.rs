@@ -696,3 +696,109 @@ fn not_linux_and_damaged_files() {
         .any(|w| w.contains("initramfs /boot/initrd.img-6.1")));
     assert!(info.warnings.iter().any(|w| w.contains("/etc/hostname")));
 }
+
+#[test]
+fn arch_systemd_boot_networkd_pacman() {
+    let mut root = MemFs::new();
+    root.file(
+        "/usr/lib/os-release",
+        b"NAME=\"Arch Linux\"\nPRETTY_NAME=\"Arch Linux\"\nID=arch\nBUILD_ID=rolling\n",
+    );
+    root.file("/etc/hostname", b"archvm\n");
+    root.symlink("/bin", "usr/bin");
+    root.file("/usr/bin/sh", &elf(62));
+    root.file(
+        "/etc/fstab",
+        b"UUID=aaaa / btrfs rw,subvol=/@,subvolid=256 0 0\nUUID=BBBB-CCCC /boot vfat rw 0 2\n",
+    );
+    root.dir("/boot");
+    root.symlink("/lib", "usr/lib");
+    root.file(
+        "/usr/lib/modules/6.7.4-arch1-1/modules.builtin",
+        b"kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/block/virtio_blk.ko\n",
+    );
+    root.file(
+        "/usr/lib/modules/6.7.4-arch1-1/vmlinuz",
+        &bzimage("6.7.4-arch1-1 (linux@archlinux) #1 SMP"),
+    );
+    root.dir("/var/lib/pacman/local/linux-6.7.4.arch1-1");
+    root.dir("/var/lib/pacman/local/open-vm-tools-6:12.3.5-1");
+    root.file("/usr/bin/pacman", &elf(62));
+    root.file(
+        "/etc/systemd/network/20-wired.network",
+        b"[Match]\nName=en*\n\n[Network]\nDHCP=yes\n",
+    );
+    root.file(
+        "/etc/systemd/network/10-lan.link",
+        b"[Match]\nMACAddress=52:54:00:12:34:56\n\n[Link]\nName=lan0\n",
+    );
+    let mut esp = MemFs::new();
+    esp.file("/loader/loader.conf", b"default  arch-*\ntimeout 3\n");
+    esp.file("/loader/entries/arch-fallback.conf", b"title Arch Linux (fallback initramfs)\nlinux /vmlinuz-linux\ninitrd /initramfs-linux-fallback.img\noptions root=UUID=aaaa rw rootflags=subvol=@\n");
+    esp.file(
+        "/loader/entries/2-other.conf",
+        b"title Other\nlinux /vmlinuz-other\n",
+    );
+    esp.file(
+        "/vmlinuz-linux",
+        &bzimage("6.7.4-arch1-1 (linux@archlinux) #1 SMP"),
+    );
+    esp.file("/initramfs-linux.img", &read("initrd-early-zst.img"));
+    esp.dir("/EFI/systemd");
+    let mut g = GuestRoot::new(Arc::new(root), "vda2");
+    g.mount("/boot", Arc::new(esp), "vda1").unwrap();
+    let info = linux::inspect(&g).unwrap();
+    let os = info.os.as_ref().unwrap();
+    assert_eq!(
+        (os.id.as_str(), os.version.as_deref(), os.major),
+        ("arch", None, None)
+    );
+    assert_eq!(os.source, "/usr/lib/os-release");
+    assert_eq!(
+        (info.fstab[0].subvol(), info.fstab[0].subvolid()),
+        (Some("/@"), Some(256))
+    );
+    // /boot/vmlinuz-linux and the Fedora-style copy under /lib/modules are both listed.
+    let versions: Vec<_> = info.kernels.iter().map(|k| k.version.as_str()).collect();
+    assert_eq!(versions, ["linux", "6.7.4-arch1-1"]);
+    assert_eq!(
+        info.kernels[0].initramfs.as_deref(),
+        Some("/boot/initramfs-linux.img")
+    );
+    assert_eq!(info.kernels[0].modules_dir, None);
+    let k = &info.kernels[1];
+    assert!(k.modules.iter().find(|m| m.name == "virtio_blk").unwrap().builtin);
+    let bl = info.bootloader.as_ref().unwrap();
+    assert_eq!(
+        (bl.kind.as_str(), bl.flavour.as_deref()),
+        ("systemd-boot", Some("efi"))
+    );
+    assert_eq!(bl.config_path, "/boot/loader/loader.conf");
+    assert_eq!(bl.entries.len(), 2);
+    assert_eq!(
+        bl.default_title.as_deref(),
+        Some("Arch Linux (fallback initramfs)")
+    );
+    assert_eq!(bl.default_kernel.as_deref(), Some("/boot/vmlinuz-linux"));
+    assert_eq!(
+        bl.default_cmdline.as_deref(),
+        Some("root=UUID=aaaa rw rootflags=subvol=@")
+    );
+    assert_eq!(
+        (info.packages.format.as_deref(), info.packages.manager.as_deref()),
+        (Some("pacman"), Some("pacman"))
+    );
+    assert_eq!(info.packages.installed.len(), 2);
+    assert_eq!(info.hypervisor_tools[0].packages, ["open-vm-tools"]);
+    assert_eq!(info.network.len(), 2);
+    assert_eq!(info.network[0].path, "/etc/systemd/network/10-lan.link");
+    assert_eq!(
+        (
+            info.network[0].interfaces.as_slice(),
+            info.network[0].macs.as_slice()
+        ),
+        (&["lan0".to_string()][..], &["52:54:00:12:34:56".to_string()][..])
+    );
+    assert_eq!(info.network[1].interfaces, ["en*"]);
+    assert!(!info.network[1].pins_mac());
+}

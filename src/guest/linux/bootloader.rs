@@ -531,6 +531,16 @@ fn grub_flavour(ctx: &mut Ctx, installed: &[Package], config: &str) -> Option<St
     if config.starts_with("/boot/efi/") {
         return efi();
     }
+    // RHEL-style: grub.cfg in /boot/grub2, the signed grub and shim on the ESP.
+    for vendor in ctx.list("/boot/efi/EFI") {
+        let dir = format!("/boot/efi/EFI/{}", vendor.name);
+        if ctx.list(&dir).iter().any(|f| {
+            let n = f.name.to_ascii_lowercase();
+            (n.starts_with("grub") || n.starts_with("shim")) && n.ends_with(".efi")
+        }) {
+            return efi();
+        }
+    }
     None
 }
 
