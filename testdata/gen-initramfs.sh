@@ -63,3 +63,5 @@ cat main.lzma second.gz > initrd-lzma-gz.img
 cat main.xz second.gz > initrd-xz-gz.img
 cat early.cpio main.lz4 > initrd-early-lz4.img
 cat early.cpio main.bz2 > initrd-early-bz2.img
+# One zstd segment made of two frames (the cpio archive is split mid-file).
+{ head -c 100000 main.cpio | zstd -q -c; tail -c +100001 main.cpio | zstd -q -c; } > initrd-zst-2frames.img

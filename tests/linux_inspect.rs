@@ -110,6 +110,7 @@ fn concatenated_segments_list_like_cpio() {
             cat(&main, &second),
             &[Some(Compression::Lzma), Some(Compression::Gzip)],
         ),
+        ("initrd-zst-2frames.img", main.clone(), &[Some(Compression::Zstd)]),
         (
             "initrd-xz-gz.img",
             cat(&main, &second),

@@ -20,6 +20,8 @@ pub const MAX_GZIP_HEADER: usize = 64 << 10;
 
 const LZ4_LEGACY_MAGIC: u32 = 0x184C_2102;
 
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
 /// How one initramfs segment is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,7 +52,7 @@ impl Compression {
             Some(Self::Xz)
         } else if starts(&[0x5d, 0, 0]) {
             Some(Self::Lzma)
-        } else if starts(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        } else if starts(&ZSTD_MAGIC) {
             Some(Self::Zstd)
         } else if starts(&LZ4_LEGACY_MAGIC.to_le_bytes()) {
             Some(Self::Lz4)
@@ -112,7 +114,11 @@ enum Inner {
     Lzma {
         stream: Box<lzma_rust2::LzmaStream>,
     },
-    Zstd(Box<zstd::stream::raw::Decoder<'static>>),
+    Zstd {
+        dec: Box<zstd::stream::raw::Decoder<'static>>,
+        /// A frame has ended; another one may follow directly.
+        between_frames: bool,
+    },
     Lz4 {
         phase: Lz4Phase,
         block: Vec<u8>,
@@ -144,9 +150,12 @@ impl Decoder {
             Compression::Lzma => Inner::Lzma {
                 stream: Box::new(lzma_rust2::LzmaStream::new_mem_limit(MAX_DECODER_MEMORY_KB, None)),
             },
-            Compression::Zstd => Inner::Zstd(Box::new(
-                zstd::stream::raw::Decoder::new().map_err(|e| Error::io("starting a zstd decoder", e))?,
-            )),
+            Compression::Zstd => Inner::Zstd {
+                dec: Box::new(
+                    zstd::stream::raw::Decoder::new().map_err(|e| Error::io("starting a zstd decoder", e))?,
+                ),
+                between_frames: false,
+            },
             Compression::Lz4 => Inner::Lz4 {
                 phase: Lz4Phase::Magic,
                 block: Vec::new(),
@@ -263,16 +272,32 @@ impl Decoder {
                     done,
                 })
             }
-            Inner::Zstd(dec) => {
+            Inner::Zstd { dec, between_frames } => {
                 use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+                if *between_frames {
+                    // zstd may split its output into several frames; they form one segment.
+                    if input.len() < 4 {
+                        return Ok(Step {
+                            done: eof,
+                            ..Step::default()
+                        });
+                    }
+                    if !input.starts_with(&ZSTD_MAGIC) {
+                        return Ok(Step {
+                            done: true,
+                            ..Step::default()
+                        });
+                    }
+                    *between_frames = false;
+                }
                 let mut inb = InBuffer::around(input);
                 let mut outb = OutBuffer::around(out);
                 let hint = dec.run(&mut inb, &mut outb).map_err(|e| bad(&e))?;
+                *between_frames = hint == 0;
                 Ok(Step {
                     consumed: inb.pos(),
                     produced: outb.pos(),
-                    rewind: 0,
-                    done: hint == 0,
+                    ..Step::default()
                 })
             }
             Inner::Lz4 {
