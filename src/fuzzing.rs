@@ -9,7 +9,15 @@ use v2x_formats::file::HostFile;
 use v2x_formats::raw::RawImage;
 
 /// The fuzz targets whose inputs [`exercise`] understands, by name.
-pub const TARGETS: &[&str] = &["partitions", "lvm_metadata", "ext4", "ntfs", "fat"];
+pub const TARGETS: &[&str] = &[
+    "partitions",
+    "lvm_metadata",
+    "ext4",
+    "ntfs",
+    "fat",
+    "cpio",
+    "initramfs",
+];
 
 /// Feeds `data` to the parser behind fuzz target `target`.
 ///
@@ -23,6 +31,10 @@ pub fn exercise(target: &str, data: &[u8]) {
         "ext4" => exercise_fs(FsKind::Ext, data),
         "ntfs" => exercise_fs(FsKind::Ntfs, data),
         "fat" => exercise_fs(FsKind::Fat, data),
+        "cpio" => {
+            let _ = crate::guest::initramfs::list_cpio(data);
+        }
+        "initramfs" => crate::guest::initramfs::fuzz_walk(data),
         _ => panic!("unknown fuzz target {target}"),
     }
 }

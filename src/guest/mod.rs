@@ -1,3 +1,6 @@
-//! The guest: what is inside the disks (inspection) and, later, how it is
-//! changed for KVM (conversion).
+//! The guest: what is inside the disks (inspection) and how it is changed
+//! for KVM (conversion, in `crate::convert`).
+
+pub mod initramfs;
 pub mod inspect;
+pub mod linux;
