@@ -77,3 +77,60 @@ fn gpt_esp_ext4_uefi() {
         "{mounts:?}"
     );
 }
+
+/// Slow tier: the real Debian 12 guest made by debootstrap (the fixture the
+/// Linux conversion boots), read from both VMDK forms.
+#[test]
+fn debian_guest_from_vmdk() {
+    if !common::slow_tier() {
+        return;
+    }
+    let dir = fixtures("gen-debian-guest.sh");
+    let info = std::fs::read_to_string(dir.join("guest-info.txt")).unwrap();
+    let kver = info
+        .lines()
+        .find_map(|l| l.strip_prefix("kernel "))
+        .unwrap_or_else(|| panic!("guest-info.txt names no kernel: {info}"))
+        .to_string();
+    for image in ["guest-sparse.vmdk", "guest-stream.vmdk"] {
+        let out = v2x_ok(&["inspect", "--json", dir.join(image).to_str().unwrap()]);
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let root = &j["roots"][0];
+        assert_eq!(root["os_type"], "linux", "{image}");
+        assert_eq!(root["distro"], "debian", "{image}");
+        assert_eq!(root["version"], "12", "{image}");
+        assert_eq!(root["volume"], "sda1", "{image}");
+        assert_eq!(root["firmware"], "bios", "{image}");
+        let linux = &root["linux"];
+        assert_eq!(linux["bootloader"]["kind"], "grub2");
+        assert_eq!(linux["bootloader"]["flavour"], "bios");
+        let tools: Vec<&str> = linux["hypervisor_tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
+        assert!(tools.contains(&"open-vm-tools"), "{tools:?}");
+        let kernels = linux["kernels"].as_array().unwrap();
+        let k = kernels
+            .iter()
+            .find(|k| k["version"] == kver.as_str())
+            .unwrap_or_else(|| panic!("kernel {kver} not in {kernels:?}"));
+        let blk = k["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "virtio_blk")
+            .unwrap();
+        assert_eq!(blk["builtin"], false);
+        assert_eq!(
+            blk["in_initramfs"], false,
+            "the VMware-like initramfs has no virtio_blk"
+        );
+        assert_eq!(
+            blk["module_paths"].as_array().unwrap().len(),
+            1,
+            "the kernel ships virtio_blk as a module"
+        );
+    }
+}

@@ -52,12 +52,7 @@ pub fn detect(tree: &GuestRoot) -> Result<Option<OsKind>> {
     {
         return Ok(Some(OsKind::Windows));
     }
-    let has_etc = tree.exists("/etc")?;
-    if has_etc
-        && (tree.exists("/etc/os-release")?
-            || tree.exists("/etc/fstab")?
-            || tree.exists("/usr/lib/os-release")?)
-    {
+    if crate::guest::linux::is_linux_root(tree) {
         return Ok(Some(OsKind::Linux));
     }
     Ok(None)
@@ -65,6 +60,38 @@ pub fn detect(tree: &GuestRoot) -> Result<Option<OsKind>> {
 
 /// Gathers the facts about a root of the given kind.
 pub fn gather(kind: OsKind, tree: &GuestRoot) -> Result<OsFacts> {
-    let _ = (kind, tree);
-    Ok(OsFacts::default())
+    match kind {
+        OsKind::Linux => linux(tree),
+        OsKind::Windows => windows(tree),
+    }
+}
+
+fn linux(tree: &GuestRoot) -> Result<OsFacts> {
+    let info = crate::guest::linux::inspect(tree)?;
+    let os = info.os.as_ref();
+    let mut details = serde_json::to_value(&info).map_err(|e| v2x_formats::Error::invalid(e.to_string()))?;
+    // The full package list is long; the report keeps its size, and the
+    // tools/kernels sections already name the packages that matter.
+    if let Some(pk) = details.get_mut("packages").and_then(|p| p.as_object_mut()) {
+        let n = pk.get("installed").and_then(|i| i.as_array()).map_or(0, Vec::len);
+        pk.remove("installed");
+        pk.insert("installed_count".into(), n.into());
+    }
+    Ok(OsFacts {
+        distro: os.map(|o| o.id.clone()),
+        version: os.and_then(|o| o.version.clone()),
+        product_name: os.and_then(|o| o.product_name.clone()),
+        arch: info.arch.clone(),
+        hostname: info.hostname.clone(),
+        warnings: info.warnings.clone(),
+        linux: Some(details),
+        windows: None,
+    })
+}
+
+fn windows(tree: &GuestRoot) -> Result<OsFacts> {
+    let _ = tree;
+    Err(v2x_formats::Error::unsupported(
+        "Windows inspection is not built yet",
+    ))
 }
