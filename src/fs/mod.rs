@@ -10,6 +10,7 @@
 pub mod guest;
 pub mod memfs;
 pub mod probe;
+pub mod xfs;
 
 use serde::Serialize;
 use std::sync::Arc;
