@@ -6,8 +6,12 @@
 
 mod bmap;
 mod dir;
+#[doc(hidden)]
+pub mod fuzz;
 mod inode;
 mod sb;
+#[cfg(test)]
+mod tests;
 
 pub use bmap::{MAX_BTREE_BLOCKS, MAX_BTREE_DEPTH, MAX_EXTENTS};
 pub use dir::MAX_DIR_BLOCKS;
