@@ -54,7 +54,13 @@ fn xfs_db_write(img: &Path, cmds: &[&str]) {
         args.extend(["-c", c]);
     }
     args.push(img.to_str().unwrap());
-    tool_ok("xfs_db", &args);
+    // xfs_db exits 0 even when a write fails; its messages tell.
+    let out = tool_ok("xfs_db", &args);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.contains("error") && !text.contains("failed"),
+        "xfs_db {cmds:?}: {text}"
+    );
 }
 
 #[test]
@@ -275,6 +281,22 @@ fn small_copy(name: &str, tmp: &Path) -> PathBuf {
 fn inode_of(img: &Path, path: &str) -> u64 {
     let fs = open(img);
     fs.lstat(path).unwrap().ino.unwrap()
+}
+
+#[test]
+fn needsrepair_flag_becomes_a_note() {
+    let tmp = scratch("xfs-needsrepair");
+    let img = small_copy("small-v5.img", tmp.path());
+    assert!(open(&img).notes().is_empty());
+    // NEEDSREPAIR is incompat bit 0x10 (-d: past the superblock verifier).
+    let out = xfs_db(&img, &["sb 0", "print features_incompat"]);
+    let v = u32::from_str_radix(out.trim().rsplit("0x").next().unwrap(), 16).unwrap();
+    xfs_db_write(
+        &img,
+        &["sb 0", &format!("write -d features_incompat {:#x}", v | 0x10)],
+    );
+    let notes = open(&img).notes();
+    assert!(notes.len() == 1 && notes[0].contains("xfs_repair"), "{notes:?}");
 }
 
 #[test]

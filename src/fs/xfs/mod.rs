@@ -32,8 +32,6 @@ const SYMLINK_MAXLEN: u64 = 1024;
 const SYMLINK_MAGIC: u32 = 0x5853_4c4d;
 /// v5 remote symlink block header size.
 const SYMLINK_HDR: usize = 56;
-/// Most path components walked in one lookup.
-const MAX_PATH_DEPTH: usize = 4096;
 /// Most directory entries kept in the listing cache before it is emptied.
 pub const MAX_CACHED_DIR_ENTRIES: usize = 1 << 20;
 
@@ -126,10 +124,7 @@ impl Xfs {
             return Err(Error::invalid(format!("XFS path {path} is not absolute")));
         }
         let mut cur = self.inode(self.sb.root_ino)?;
-        for (depth, comp) in path.split('/').filter(|c| !c.is_empty()).enumerate() {
-            if depth >= MAX_PATH_DEPTH {
-                return Err(Error::invalid(format!("XFS path {path} is too deep")));
-            }
+        for comp in path.split('/').filter(|c| !c.is_empty()) {
             if cur.file_type() != FileType::Dir {
                 return Err(Error::not_found(format!(
                     "{path}: a component is not a directory"
@@ -253,6 +248,14 @@ impl Filesystem for Xfs {
         Some(self.sb.uuid_string())
     }
 
+    fn notes(&self) -> Vec<String> {
+        if self.sb.needs_repair {
+            vec!["the XFS superblock asks for xfs_repair before the next mount".into()]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn lstat(&self, path: &str) -> Result<Metadata> {
         Ok(metadata(&self.lookup(path)?))
     }
@@ -296,6 +299,9 @@ impl Filesystem for Xfs {
             super::MAX_FILE_READ,
         )?;
         let mut out = vec![0u8; len as usize];
+        if out.is_empty() {
+            return Ok(out);
+        }
         match ino.format {
             ForkFormat::Extents | ForkFormat::Btree => {
                 let map = bmap::extents(self.src.as_ref(), &self.sb, &ino)?;

@@ -69,6 +69,8 @@ pub struct Superblock {
     pub uuid: [u8; 16],
     /// Label, NUL-trimmed.
     pub label: Vec<u8>,
+    /// The NEEDSREPAIR flag: xfs_repair must run before the kernel mounts it.
+    pub needs_repair: bool,
 }
 
 /// Big-endian u16 at `at`; 0 past the end (callers check lengths first).
@@ -107,6 +109,7 @@ impl Superblock {
         let versionnum = be16(b, 100);
         let version = (versionnum & VERSION_MASK) as u8;
         let bad = |what: &str, off: u64| Err(Error::corrupt(format!("XFS superblock: {what}"), off));
+        let mut needs_repair = false;
         let has_ftype = match version {
             4 => {
                 if versionnum & VERSION_DIRV2 == 0 {
@@ -122,6 +125,7 @@ impl Superblock {
                         incompat & !INCOMPAT_KNOWN
                     )));
                 }
+                needs_repair = incompat & INCOMPAT_NEEDSREPAIR != 0;
                 incompat & INCOMPAT_FTYPE != 0
             }
             _ => return bad(&format!("version {version} is neither 4 nor 5"), 100),
@@ -187,6 +191,7 @@ impl Superblock {
             has_ftype,
             uuid,
             label,
+            needs_repair,
         };
         sb.inode_offset(sb.root_ino)
             .map_err(|_| Error::corrupt(format!("XFS root inode {} is out of range", sb.root_ino), 56))?;
