@@ -430,3 +430,39 @@ fn damaged_bmap_btrees_are_corrupt() {
         );
     }
 }
+
+#[test]
+fn bad_directory_block_is_corrupt_at_its_offset() {
+    let tmp = scratch("xfs-dirblock");
+    for name in IMAGES {
+        let img = tmp.path().join(name);
+        tool_ok(
+            "cp",
+            &[
+                "--sparse=always",
+                dir().join(name).to_str().unwrap(),
+                img.to_str().unwrap(),
+            ],
+        );
+        for d in ["/dirs/d60", "/dirs/d2000"] {
+            let bmap = xfs_db(&img, &[&format!("path {d}"), "bmap"]);
+            let fsb = bmap
+                .lines()
+                .find_map(|l| l.strip_prefix("data offset 0 startblock "))
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap();
+            let daddr = xfs_db(&img, &[&format!("fsblock {fsb}"), "daddr"]);
+            let at = 512 * daddr.trim().rsplit(' ').next().unwrap().parse::<u64>().unwrap();
+            let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&f, b"JUNK", at).unwrap();
+            drop(f);
+            match open(&img).read_dir(d) {
+                Err(Error::Corrupt { what, offset }) => {
+                    assert!(what.contains("bad magic"), "{name}:{d}: {what}");
+                    assert_eq!(offset, at, "{name}:{d}");
+                }
+                other => panic!("{name}:{d}: expected corruption, got {other:?}"),
+            }
+        }
+    }
+}

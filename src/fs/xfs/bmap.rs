@@ -208,6 +208,15 @@ impl Walk<'_> {
     }
 }
 
+/// Volume byte offset of file block `fb`, if it is mapped.
+pub fn disk_offset(sb: &Superblock, map: &[Extent], fb: u64) -> Option<u64> {
+    let e = map.get(map.partition_point(|e| e.end() <= fb))?;
+    if e.file_block > fb {
+        return None;
+    }
+    sb.fsb_offset(e.fs_block + (fb - e.file_block)).ok()
+}
+
 /// Reads `buf.len()` bytes at byte `pos` of a fork mapped by `map`. Holes
 /// and unwritten extents read as zeros when `holes_ok`; otherwise (metadata
 /// such as directory blocks) they are corruption.

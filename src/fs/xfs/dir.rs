@@ -4,7 +4,7 @@
 //! fork is an extent list or a btree. Listing reads those data blocks in
 //! order; the hash index (leaf and node blocks) is not needed for it.
 
-use super::bmap::{extents, read_mapped};
+use super::bmap::{disk_offset, extents, read_mapped};
 use super::inode::{ForkFormat, Inode};
 use super::sb::{be16, be32, be64, Superblock};
 use crate::fs::MAX_DIR_ENTRIES;
@@ -120,18 +120,26 @@ fn blocks(src: &dyn BlockSource, sb: &Superblock, dir: &Inode) -> Result<Vec<Raw
     for &(first, last) in &wanted {
         for db in first..=last {
             read_mapped(src, sb, dir, &map, db * dbs, &mut buf, false)?;
-            data_block(sb, dir, &buf, db, &mut out)?;
+            let at = disk_offset(sb, &map, db * per_dir_block).unwrap_or(dir.offset);
+            data_block(sb, dir, &buf, (db, at), &mut out)?;
         }
     }
     Ok(out)
 }
 
-/// Parses one data block (or the single block of a block-form directory).
-fn data_block(sb: &Superblock, dir: &Inode, b: &[u8], db: u64, out: &mut Vec<RawEntry>) -> Result<()> {
+/// Parses one data block (or the single block of a block-form directory);
+/// `db` is its number in the directory and `disk` its volume offset.
+fn data_block(
+    sb: &Superblock,
+    dir: &Inode,
+    b: &[u8],
+    (db, disk): (u64, u64),
+    out: &mut Vec<RawEntry>,
+) -> Result<()> {
     let bad = |what: String, at: usize| {
         Err(Error::corrupt(
-            format!("XFS directory {} data block {db}: {what} at byte {at}", dir.ino),
-            dir.offset,
+            format!("XFS directory {} data block {db}: {what}", dir.ino),
+            disk + at as u64,
         ))
     };
     let (hdr, block_magic, data_magic) = if sb.is_v5() {
