@@ -35,6 +35,7 @@ pub fn exercise(target: &str, data: &[u8]) {
             let _ = crate::guest::initramfs::list_cpio(data);
         }
         "initramfs" => crate::guest::initramfs::fuzz_walk(data),
+        "xfs" => crate::fs::xfs::fuzz::walk(data),
         _ => panic!("unknown fuzz target {target}"),
     }
 }

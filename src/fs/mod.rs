@@ -14,6 +14,7 @@ pub mod guest;
 pub mod memfs;
 pub mod ntfs;
 pub mod probe;
+pub mod xfs;
 
 use serde::Serialize;
 use std::sync::Arc;

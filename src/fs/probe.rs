@@ -55,6 +55,7 @@ pub fn open_as(kind: FsKind, source: Arc<dyn BlockSource>) -> Result<Arc<dyn Fil
         FsKind::Ext => Ok(Arc::new(super::ext4::ExtFs::open(source)?)),
         FsKind::Ntfs => Ok(Arc::new(super::ntfs::NtfsFs::open(source)?)),
         FsKind::Fat => Ok(Arc::new(super::fat::FatFs::open(source)?)),
+        FsKind::Xfs => Ok(Arc::new(super::xfs::Xfs::open(source)?)),
         #[allow(unreachable_patterns)]
         _ => Err(Error::unsupported(format!("{kind:?} reader not built yet"))),
     }
