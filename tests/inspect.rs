@@ -10,6 +10,30 @@ use std::path::Path;
 
 /// Runs `v2x inspect --json` on `images` and compares with `testdata/golden/NAME.json`.
 fn golden(name: &str, images: &[&Path]) -> Value {
+    golden_masked(name, images, false)
+}
+
+/// Replaces every "uuid" value with a placeholder, for fixtures whose tools
+/// (LVM, cryptsetup, mkfs.xfs) pick random UUIDs; the volume-layer tests
+/// check those UUIDs against the tools' own reports.
+fn mask_uuids(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if (k == "uuid" || k == "part_uuid") && x.is_string() {
+                    *x = Value::String("<random>".into());
+                } else {
+                    mask_uuids(x);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(mask_uuids),
+        _ => {}
+    }
+}
+
+/// [`golden`], optionally with random UUIDs masked.
+fn golden_masked(name: &str, images: &[&Path], random_uuids: bool) -> Value {
     let mut args = vec!["inspect", "--json"];
     let paths: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
     args.extend(paths.iter().map(String::as_str));
@@ -27,6 +51,9 @@ fn golden(name: &str, images: &[&Path]) -> Value {
                 *p = Value::String(file);
             }
         }
+    }
+    if random_uuids {
+        mask_uuids(&mut got);
     }
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata/golden")
@@ -133,4 +160,35 @@ fn debian_guest_from_vmdk() {
             "the kernel ships virtio_blk as a module"
         );
     }
+}
+
+#[test]
+fn lvm_linear_and_striped_xfs_over_two_disks() {
+    let dir = fixtures("gen-volumes.sh");
+    let got = golden_masked(
+        "lvm-xfs",
+        &[&dir.join("lvm-disk1.img"), &dir.join("lvm-disk2.img")],
+        true,
+    );
+    let vols = got["volumes"].as_array().unwrap();
+    for lv in ["v2x-vg/lin", "v2x-vg/str-ipe"] {
+        let v = vols
+            .iter()
+            .find(|v| v["name"] == lv)
+            .unwrap_or_else(|| panic!("{lv} missing: {vols:?}"));
+        assert_eq!(v["filesystem"]["type"], "xfs", "{lv}");
+    }
+}
+
+#[test]
+fn mbr_with_luks_swap_and_logical_partitions() {
+    let dir = fixtures("gen-volumes.sh");
+    let got = golden_masked("mbr-volumes", &[&dir.join("mbr.img")], true);
+    let kinds: Vec<&str> = got["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["content"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["luks", "swap", "luks", "unknown"]);
 }

@@ -34,7 +34,7 @@ pub fn render(ins: &Inspection) -> String {
                 .and_then(|c| c.get("type").and_then(|t| t.as_str()).map(str::to_string))
                 .unwrap_or_else(|| "unknown".into()),
         };
-        let _ = writeln!(s, "  {:<12} {:>14} bytes  {what}", v.name, v.size);
+        let _ = writeln!(s, "  {:<16} {:>14} bytes  {what}", v.name, v.size);
     }
     if ins.roots.is_empty() {
         let _ = writeln!(s, "no operating system found");
