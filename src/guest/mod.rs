@@ -1,2 +1,4 @@
 //! The guest: what is inside the disks (inspection) and, later, how it is
 //! changed for KVM (conversion).
+
+pub mod hive;
