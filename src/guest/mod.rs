@@ -2,3 +2,4 @@
 //! changed for KVM (conversion).
 
 pub mod hive;
+pub mod windows;
