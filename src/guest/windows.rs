@@ -95,8 +95,11 @@ struct VirtioEntry {
 const TOOLS_DB: &str = include_str!("../../drivers-db/windows-hypervisor-tools.toml");
 const VIRTIO_DB: &str = include_str!("../../drivers-db/windows-virtio-drivers.toml");
 
-/// Service name → group, from both drivers-db tables.
-fn service_tables() -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+/// Service names paired with their group (hypervisor or driver role).
+type ServiceTable = Vec<(String, String)>;
+
+/// The hypervisor-tools and virtio tables of drivers-db.
+fn service_tables() -> Result<(ServiceTable, ServiceTable)> {
     let bad = |e: toml::de::Error| Error::invalid(format!("drivers-db windows table: {e}"));
     let tools: ToolsDb = toml::from_str(TOOLS_DB).map_err(bad)?;
     let virtio: VirtioDb = toml::from_str(VIRTIO_DB).map_err(bad)?;
