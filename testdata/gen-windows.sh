@@ -63,4 +63,5 @@ for v in win10 win11 srv2019; do
     cp "$d/ntoskrnl.exe" "$mnt/Windows/System32/"
     cp "$d/hiberfil.sys" "$mnt/"
     umount "$mnt"
+    ntfscat "$img" /Windows/System32/config/SYSTEM | cmp - "$d/SYSTEM"
 done

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use v2x::fs::guest::GuestRoot;
 use v2x::fs::memfs::MemFs;
 use v2x::guest::hive::Hive;
-use v2x::guest::windows::{inspect, ServiceInfo, WindowsInfo};
+use v2x::guest::windows::{inspect, DriveLetter, ServiceInfo, WindowsInfo};
 
 fn dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -229,6 +229,12 @@ fn windows_10_pro() {
             hibernated: true,
             hypervisor_tools: info.hypervisor_tools.clone(),
             virtio_drivers: vec![],
+            drive_letters: vec![DriveLetter {
+                letter: "C:".into(),
+                mbr_signature: Some(0x7856_3412),
+                partition_offset: Some(1 << 20),
+                gpt_partition_guid: None,
+            }],
             notes: vec![],
         }
     );
@@ -279,6 +285,16 @@ fn server_2019_uses_the_current_control_set() {
     let mut virtio = info.virtio_drivers.clone();
     virtio.sort_by(|a, b| a.service.cmp(&b.service));
     assert_eq!(virtio, [svc("VIOSTOR", "block", 0), svc("netkvm", "net", 3)]);
+    // The GPT entry is decoded; the device-path entry for E: and the volume GUID entry are skipped.
+    assert_eq!(
+        info.drive_letters,
+        [DriveLetter {
+            letter: "C:".into(),
+            mbr_signature: None,
+            partition_offset: None,
+            gpt_partition_guid: Some("01234567-89ab-cdef-0123-456789abcdef".into()),
+        }]
+    );
     assert!(info.notes.is_empty(), "{:?}", info.notes);
 }
 

@@ -55,8 +55,23 @@ pub struct WindowsInfo {
     pub hypervisor_tools: Vec<ServiceInfo>,
     /// virtio drivers installed.
     pub virtio_drivers: Vec<ServiceInfo>,
+    /// Drive letters from SYSTEM `MountedDevices`, sorted by letter.
+    pub drive_letters: Vec<DriveLetter>,
     /// Things worth reporting (dirty hives, unreadable parts).
     pub notes: Vec<String>,
+}
+
+/// A `\DosDevices\X:` entry of `MountedDevices`: which partition has the letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DriveLetter {
+    /// "C:".
+    pub letter: String,
+    /// MBR disk signature, for a 12-byte MBR entry.
+    pub mbr_signature: Option<u32>,
+    /// Partition start in bytes, for a 12-byte MBR entry.
+    pub partition_offset: Option<u64>,
+    /// GPT partition GUID (lowercase, dashed), for a `DMIO:ID:` entry.
+    pub gpt_partition_guid: Option<String>,
 }
 
 /// One service key found under `Services`.
@@ -217,6 +232,14 @@ fn read_software(hive: &Hive, info: &mut WindowsInfo) -> Result<()> {
 }
 
 fn read_system(hive: &Hive, info: &mut WindowsInfo) -> Result<()> {
+    if let Some(md) = hive.open("MountedDevices")? {
+        info.drive_letters = md
+            .values()?
+            .iter()
+            .filter_map(|v| drive_letter(v.name(), v.data()))
+            .collect();
+        info.drive_letters.sort_by(|a, b| a.letter.cmp(&b.letter));
+    }
     let current = match hive.open("Select")? {
         Some(select) => dword(&select, "Current")?,
         None => None,
@@ -264,6 +287,36 @@ fn read_system(hive: &Hive, info: &mut WindowsInfo) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Decodes one `MountedDevices` value if it names a drive letter in a form we know.
+fn drive_letter(name: &str, data: &[u8]) -> Option<DriveLetter> {
+    let letter = name.strip_prefix("\\DosDevices\\")?;
+    if letter.len() != 2 || !letter.ends_with(':') || !letter.as_bytes()[0].is_ascii_alphabetic() {
+        return None;
+    }
+    let mut out = DriveLetter {
+        letter: letter.to_ascii_uppercase(),
+        mbr_signature: None,
+        partition_offset: None,
+        gpt_partition_guid: None,
+    };
+    if data.len() == 12 {
+        out.mbr_signature = Some(u32::from_le_bytes(data[0..4].try_into().ok()?));
+        out.partition_offset = Some(u64::from_le_bytes(data[4..12].try_into().ok()?));
+    } else if let Some(g) = data.strip_prefix(b"DMIO:ID:").filter(|g| g.len() == 16) {
+        let d1 = u32::from_le_bytes(g[0..4].try_into().ok()?);
+        let d2 = u16::from_le_bytes([g[4], g[5]]);
+        let d3 = u16::from_le_bytes([g[6], g[7]]);
+        let tail: String = g[10..].iter().map(|b| format!("{b:02x}")).collect();
+        out.gpt_partition_guid = Some(format!(
+            "{d1:08x}-{d2:04x}-{d3:04x}-{:02x}{:02x}-{tail}",
+            g[8], g[9]
+        ));
+    } else {
+        return None;
+    }
+    Some(out)
 }
 
 /// The key at a `\`-separated path below `key`.
