@@ -6,7 +6,8 @@
 #   <variant>/*.export.reg                hivexregedit --export of each hive (the oracle)
 #   <variant>.ntfs                        an NTFS volume holding the above at Windows paths
 # Variants: win10 (x86_64, hibernated, VMware tools), win11 (build 22631,
-# aarch64), srv2019 (i386 kernel, ControlSet002 current, Hyper-V + virtio).
+# aarch64), srv2019 (i386 kernel, ControlSet002 current, Hyper-V + virtio),
+# win7 (version only in the CurrentVersion string "6.1").
 # hivex cannot create an empty hive, so windows/empty-hive.py writes one.
 # Needs: python3, hivex tools (libhivex-bin, libwin-hivex-perl), ntfs-3g (mkntfs + FUSE mount).
 set -euo pipefail
@@ -36,13 +37,14 @@ open(path, "wb").write(img)
 PY
 }
 
-for v in win10 win11 srv2019; do
+for v in win10 win11 srv2019 win7; do
     d="$out/$v"
     mkdir -p "$d"
     case $v in
         win10) sys=win10 machine=8664 hiber=hibr ;;
         win11) sys=win10 machine=aa64 hiber=zero ;;
         srv2019) sys=srv2019 machine=014c hiber=zero ;;
+        win7) sys=win10 machine=8664 hiber=zero ;;
     esac
     make_hive SOFTWARE "$src/SOFTWARE-$v.reg" "$d/SOFTWARE"
     make_hive SYSTEM "$src/SYSTEM-$sys.reg" "$d/SYSTEM"

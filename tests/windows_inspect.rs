@@ -94,7 +94,7 @@ fn flatten(hive: &Hive) -> Flat {
 
 #[test]
 fn hives_read_back_equal_to_hivexregedit_export() {
-    for v in ["win10", "win11", "srv2019"] {
+    for v in ["win10", "win11", "srv2019", "win7"] {
         for h in ["SOFTWARE", "SYSTEM"] {
             let path = dir().join(v).join(h);
             let hive = Hive::parse(std::fs::read(&path).unwrap()).unwrap();
@@ -296,6 +296,15 @@ fn server_2019_uses_the_current_control_set() {
         }]
     );
     assert!(info.notes.is_empty(), "{:?}", info.notes);
+}
+
+#[test]
+fn windows_7_version_comes_from_the_version_string() {
+    let info = inspect(&volume("win7", "/Windows")).unwrap();
+    assert_eq!(info.product_variant.as_deref(), Some("Windows 7 Professional"));
+    assert_eq!((info.major_version, info.minor_version), (Some(6), Some(1)));
+    assert_eq!(info.build, Some(7601));
+    assert_eq!(info.display_version, None);
 }
 
 #[test]
