@@ -36,6 +36,7 @@ pub fn exercise(target: &str, data: &[u8]) {
         }
         "initramfs" => crate::guest::initramfs::fuzz_walk(data),
         "xfs" => crate::fs::xfs::fuzz::walk(data),
+        "hive" => exercise_hive(data),
         _ => panic!("unknown fuzz target {target}"),
     }
 }
@@ -105,4 +106,22 @@ fn walk(fs: &dyn Filesystem) {
             }
         }
     }
+}
+
+/// Parses a registry hive and walks every key and value, within a budget.
+fn exercise_hive(data: &[u8]) {
+    let Ok(hive) = crate::guest::hive::Hive::parse(data.to_vec()) else {
+        return;
+    };
+    let mut budget = 10_000u32;
+    let _ = hive.walk(|path, key| {
+        budget = budget
+            .checked_sub(1)
+            .ok_or_else(|| v2x_formats::Error::invalid("fuzz budget"))?;
+        for v in key.values()? {
+            let _ = (v.as_string(), v.as_multi_string(), v.as_u32(), v.as_u64());
+        }
+        let _ = hive.open(path);
+        Ok(())
+    });
 }

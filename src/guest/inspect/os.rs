@@ -90,8 +90,20 @@ fn linux(tree: &GuestRoot) -> Result<OsFacts> {
 }
 
 fn windows(tree: &GuestRoot) -> Result<OsFacts> {
-    let _ = tree;
-    Err(v2x_formats::Error::unsupported(
-        "Windows inspection is not built yet",
-    ))
+    let info = crate::guest::windows::inspect(tree)?;
+    let version = match (info.major_version, info.minor_version) {
+        (Some(a), Some(b)) => Some(format!("{a}.{b}")),
+        _ => None,
+    };
+    let details = serde_json::to_value(&info).map_err(|e| v2x_formats::Error::invalid(e.to_string()))?;
+    Ok(OsFacts {
+        distro: Some("windows".into()),
+        version,
+        product_name: info.product_variant.clone().or_else(|| info.product_name.clone()),
+        arch: info.arch.clone(),
+        hostname: info.hostname.clone(),
+        warnings: info.notes.clone(),
+        linux: None,
+        windows: Some(details),
+    })
 }
