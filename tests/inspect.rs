@@ -192,3 +192,18 @@ fn mbr_with_luks_swap_and_logical_partitions() {
         .collect();
     assert_eq!(kinds, ["luks", "swap", "luks", "unknown"]);
 }
+
+#[test]
+fn ntfs_windows_system_volumes() {
+    let dir = fixtures("gen-windows.sh");
+    // mkntfs picks a random volume serial, which is the NTFS "uuid".
+    let got = golden_masked("ntfs-win10", &[&dir.join("win10.ntfs")], true);
+    let root = &got["roots"][0];
+    assert_eq!(root["os_type"], "windows");
+    assert_eq!(root["product_name"], "Windows 10 Pro");
+    assert_eq!(root["windows"]["hibernated"], true);
+    let got = golden_masked("ntfs-win11", &[&dir.join("win11.ntfs")], true);
+    assert_eq!(got["roots"][0]["arch"], "aarch64");
+    let got = golden_masked("ntfs-srv2019", &[&dir.join("srv2019.ntfs")], true);
+    assert_eq!(got["roots"][0]["windows"]["control_set"], "ControlSet002");
+}
