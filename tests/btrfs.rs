@@ -184,6 +184,10 @@ fn rootdir_image_matches_its_source_tree_and_blkid() {
     }
     assert_eq!(fs.read_dir("/many").unwrap().len(), 1200);
     assert!(fs.subvolumes().is_empty());
+    assert_eq!(fs.lstat("/many/nope").unwrap_err().kind_name(), "not-found");
+    assert_eq!(fs.read_dir("/etc/hostname").unwrap_err().kind_name(), "invalid");
+    let deep = "/a".repeat(v2x::fs::btrfs::MAX_PATH_COMPONENTS + 1);
+    assert_eq!(fs.lstat(&deep).unwrap_err().kind_name(), "limit-exceeded");
 }
 
 #[test]

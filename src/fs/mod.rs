@@ -117,7 +117,8 @@ pub trait Filesystem: Send + Sync {
         Vec::new()
     }
 
-    /// Subvolumes other than the one this handle shows (btrfs); empty elsewhere.
+    /// Every subvolume of the filesystem (btrfs ids 256 and up, the one this
+    /// handle shows included and flagged `is_default` if it is the default); empty elsewhere.
     fn subvolumes(&self) -> Vec<Subvolume> {
         Vec::new()
     }

@@ -240,6 +240,18 @@ mod tests {
     }
 
     #[test]
+    fn chunk_count_is_capped() {
+        let mut m = ChunkMap::default();
+        for i in 0..MAX_CHUNKS as u64 {
+            m.insert(chunk(i * 0x10000, 0x10000), 0).unwrap();
+        }
+        let e = m
+            .insert(chunk(MAX_CHUNKS as u64 * 0x10000, 0x10000), 0)
+            .unwrap_err();
+        assert_eq!(e.kind_name(), "limit-exceeded");
+    }
+
+    #[test]
     fn raid_profiles_are_unsupported() {
         let mut b = vec![0u8; CHUNK_ITEM_SIZE + 2 * STRIPE_SIZE];
         b[0..8].copy_from_slice(&0x10000u64.to_le_bytes());

@@ -205,3 +205,51 @@ impl Superblock {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal superblock with a valid checksum.
+    fn sb(edit: impl Fn(&mut [u8])) -> Vec<u8> {
+        let mut b = vec![0u8; SUPER_SIZE];
+        b[0x40..0x48].copy_from_slice(MAGIC);
+        b[0x30..0x38].copy_from_slice(&SUPER_OFFSET.to_le_bytes());
+        b[0x90..0x94].copy_from_slice(&4096u32.to_le_bytes());
+        b[0x94..0x98].copy_from_slice(&16384u32.to_le_bytes());
+        b[0x12b..0x12f].copy_from_slice(b"root");
+        edit(&mut b);
+        let c = crc32c(&b[0x20..]);
+        b[0..4].copy_from_slice(&c.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn valid_superblock_parses() {
+        let s = Superblock::parse(&sb(|b| b[0x20] = 0xab)).unwrap();
+        assert_eq!(s.label, "root");
+        assert!(s.uuid_string().starts_with("ab000000-0000-"));
+        assert!(s.csum_verified);
+    }
+
+    #[test]
+    fn sys_chunk_array_size_is_capped() {
+        let b = sb(|b| b[0xa0..0xa4].copy_from_slice(&(SYS_CHUNK_ARRAY_MAX as u32 + 1).to_le_bytes()));
+        let e = Superblock::parse(&b).unwrap_err();
+        assert_eq!(e.kind_name(), "corrupt", "{e}");
+    }
+
+    #[test]
+    fn node_size_is_capped() {
+        let b = sb(|b| b[0x94..0x98].copy_from_slice(&(MAX_NODE_SIZE * 2).to_le_bytes()));
+        assert_eq!(Superblock::parse(&b).unwrap_err().kind_name(), "corrupt");
+        let b = sb(|b| b[0x90..0x94].copy_from_slice(&(MAX_SECTOR_SIZE * 2).to_le_bytes()));
+        assert_eq!(Superblock::parse(&b).unwrap_err().kind_name(), "corrupt");
+    }
+
+    #[test]
+    fn unknown_incompat_features_are_unsupported() {
+        let b = sb(|b| b[0xbc..0xc4].copy_from_slice(&(1u64 << 40).to_le_bytes()));
+        assert_eq!(Superblock::parse(&b).unwrap_err().kind_name(), "unsupported");
+    }
+}

@@ -387,3 +387,46 @@ fn check_level(node: Arc<Node>, logical: u64, level: u8) -> Result<Arc<Node>> {
     }
     Ok(node)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::btrfs::fuzz::SparseDisk;
+
+    #[test]
+    fn tree_depth_is_capped() {
+        let r = Reader::new(
+            Arc::new(SparseDisk::from_records(&[])),
+            ChunkMap::default(),
+            16384,
+            [0; 16],
+            true,
+        );
+        let root = TreeRoot {
+            bytenr: 0x100000,
+            level: MAX_TREE_DEPTH,
+        };
+        let e = r
+            .walk(root, Key::first(0, 0), Key::last(0, 0), &mut |_| Ok(true))
+            .unwrap_err();
+        assert_eq!(e.kind_name(), "corrupt", "{e}");
+        assert!(e.to_string().contains("level"), "{e}");
+    }
+
+    #[test]
+    fn unmapped_tree_block_is_corrupt() {
+        let r = Reader::new(
+            Arc::new(SparseDisk::from_records(&[])),
+            ChunkMap::default(),
+            16384,
+            [0; 16],
+            true,
+        );
+        let root = TreeRoot {
+            bytenr: 0x100000,
+            level: 0,
+        };
+        let e = r.find(root, Key::first(1, 1)).unwrap_err();
+        assert!(e.to_string().contains("in no chunk"), "{e}");
+    }
+}
