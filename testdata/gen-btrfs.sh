@@ -5,7 +5,8 @@
 #   src/        the source tree (files, nested dirs, symlinks, holes, prealloc,
 #               a hard link, a 1200-entry directory, a multi-MiB file)
 #   plain.img   mkfs.btrfs --rootdir src, SINGLE data and metadata, no mount
-#   main.img    DUP metadata; made through a loop mount (btrfs-progs 6.2 has no
+#   main.img    DUP metadata, explicit hole extents (-O ^no-holes); made
+#               through a loop mount (btrfs-progs 6.2 has no
 #               mkfs --subvol/--compress): subvolumes @ (default), @home,
 #               @/var/lib/machines (nested), a read-only snapshot
 #               snapshots/1/snapshot of @, and directories compressed with
@@ -64,7 +65,7 @@ mkfs.btrfs -q -f -L v2x-plain -U 5c0ffee0-1111-4222-8333-444455556666 \
 
 # 2. Subvolumes, snapshot, compression: through a loop mount.
 truncate -s 512M main.img
-mkfs.btrfs -q -f -L v2x-main -U 5c0ffee0-aaaa-4bbb-8ccc-ddddeeeeffff main.img
+mkfs.btrfs -q -f -O ^no-holes -L v2x-main -U 5c0ffee0-aaaa-4bbb-8ccc-ddddeeeeffff main.img
 mnt=$(mktemp -d)
 cleanup() { umount "$mnt" 2>/dev/null || true; rmdir "$mnt" 2>/dev/null || true; }
 trap cleanup EXIT
