@@ -11,6 +11,8 @@ use v2x_formats::{Error, Result};
 
 /// btrfs never compresses more than 128 KiB into one extent, on disk or decompressed.
 pub const MAX_COMPRESSED_EXTENT: u64 = 128 * 1024;
+/// Largest zstd window btrfs uses (2^17 bytes).
+pub const ZSTD_MAX_WINDOW_LOG: u32 = 17;
 
 /// Decompresses `input` into at most `ram_bytes` bytes. `at` names the
 /// physical offset for errors.
@@ -28,9 +30,11 @@ pub fn decompress(kind: Compression, input: &[u8], ram_bytes: u64, sector: u32, 
                 .map_err(bad)?;
         }
         Compression::Zstd => {
-            zstd::stream::read::Decoder::with_buffer(input)
-                .map_err(bad)?
-                .single_frame()
+            let mut dec = zstd::stream::read::Decoder::with_buffer(input).map_err(bad)?;
+            // btrfs writes frames with at most a 128 KiB window; refusing
+            // larger ones keeps a hostile frame from claiming a huge window buffer.
+            dec.window_log_max(ZSTD_MAX_WINDOW_LOG).map_err(bad)?;
+            dec.single_frame()
                 .take(ram_bytes)
                 .read_to_end(&mut out)
                 .map_err(bad)?;
@@ -152,6 +156,24 @@ mod tests {
         let mut zs = zstd::bulk::compress(&data, 3).unwrap();
         zs.extend_from_slice(&[0; 100]);
         assert_eq!(decompress(Compression::Zstd, &zs, 5000, 4096, 0).unwrap(), data);
+    }
+
+    #[test]
+    fn zstd_window_is_capped() {
+        let data = vec![7u8; 4096];
+        let frame = |log: u32| {
+            // Streamed, so the size is unknown and the window stays as asked.
+            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            enc.set_parameter(zstd::zstd_safe::CParameter::WindowLog(log))
+                .unwrap();
+            enc.write_all(&data).unwrap();
+            enc.finish().unwrap()
+        };
+        assert_eq!(
+            decompress(Compression::Zstd, &frame(17), 4096, 4096, 0).unwrap(),
+            data
+        );
+        assert!(decompress(Compression::Zstd, &frame(20), 4096, 4096, 0).is_err());
     }
 
     #[test]
