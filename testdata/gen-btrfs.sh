@@ -2,7 +2,7 @@
 # Generates btrfs fixtures with the real btrfs-progs and kernel.
 # Usage: gen-btrfs.sh OUTDIR
 #
-#   src/        the source tree (files, nested dirs, symlinks, holes, prealloc,
+#   src/        the source tree (files, nested dirs, symlinks, a sparse file,
 #               a hard link, a 1200-entry directory, a multi-MiB file)
 #   plain.img   mkfs.btrfs --rootdir src, SINGLE data and metadata, no mount
 #   main.img    DUP metadata, explicit hole extents (-O ^no-holes); made
