@@ -37,6 +37,7 @@ pub fn exercise(target: &str, data: &[u8]) {
         "initramfs" => crate::guest::initramfs::fuzz_walk(data),
         "xfs" => crate::fs::xfs::fuzz::walk(data),
         "hive" => exercise_hive(data),
+        "btrfs" => crate::fs::btrfs::fuzz::exercise(data),
         _ => panic!("unknown fuzz target {target}"),
     }
 }

@@ -7,6 +7,7 @@
 //! resolved one level up, by [`guest::GuestRoot`], always inside the guest and
 //! never on the host.
 
+pub mod btrfs;
 mod cursor;
 pub mod ext4;
 pub mod fat;
@@ -121,7 +122,8 @@ pub trait Filesystem: Send + Sync {
         Vec::new()
     }
 
-    /// Subvolumes other than the one this handle shows (btrfs); empty elsewhere.
+    /// Every subvolume of the filesystem (btrfs ids 256 and up, the one this
+    /// handle shows included and flagged `is_default` if it is the default); empty elsewhere.
     fn subvolumes(&self) -> Vec<Subvolume> {
         Vec::new()
     }

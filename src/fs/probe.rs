@@ -3,7 +3,7 @@
 use super::{Filesystem, FsKind};
 use std::sync::Arc;
 use v2x_formats::block::BlockSource;
-use v2x_formats::{Error, Result};
+use v2x_formats::Result;
 
 /// Looks for a known filesystem superblock on `source`. Reads only a few
 /// sectors; never parses beyond the magic and the fields needed to tell
@@ -56,7 +56,6 @@ pub fn open_as(kind: FsKind, source: Arc<dyn BlockSource>) -> Result<Arc<dyn Fil
         FsKind::Ntfs => Ok(Arc::new(super::ntfs::NtfsFs::open(source)?)),
         FsKind::Fat => Ok(Arc::new(super::fat::FatFs::open(source)?)),
         FsKind::Xfs => Ok(Arc::new(super::xfs::Xfs::open(source)?)),
-        #[allow(unreachable_patterns)]
-        _ => Err(Error::unsupported(format!("{kind:?} reader not built yet"))),
+        FsKind::Btrfs => Ok(Arc::new(super::btrfs::Btrfs::open(source)?)),
     }
 }
