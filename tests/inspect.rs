@@ -207,3 +207,20 @@ fn ntfs_windows_system_volumes() {
     let got = golden_masked("ntfs-srv2019", &[&dir.join("srv2019.ntfs")], true);
     assert_eq!(got["roots"][0]["windows"]["control_set"], "ControlSet002");
 }
+
+#[test]
+fn btrfs_with_subvolumes() {
+    let dir = fixtures("gen-btrfs.sh");
+    let got = golden_masked("btrfs-subvolumes", &[&dir.join("main.img")], true);
+    let fs = &got["volumes"][0]["filesystem"];
+    assert_eq!(fs["type"], "btrfs");
+    let subs = fs["subvolumes"].as_array().unwrap();
+    let default: Vec<&Value> = subs.iter().filter(|s| s["is_default"] == true).collect();
+    assert_eq!(default.len(), 1, "{subs:?}");
+    assert_eq!(default[0]["path"], "@");
+    assert!(
+        subs.iter()
+            .any(|s| s["path"] == "snapshots/1/snapshot" && s["read_only"] == true),
+        "{subs:?}"
+    );
+}
