@@ -27,6 +27,10 @@ const SUPERBLOCK_LEN: usize = 1024;
 /// ext magic number (`s_magic`, offset 0x38 in the superblock).
 const EXT_MAGIC: u16 = 0xEF53;
 
+/// Most block groups we accept (2^24 groups of 128 MiB is 2 PiB); ext4-view
+/// allocates one descriptor per group before reading them.
+pub const MAX_BLOCK_GROUPS: u64 = 1 << 24;
+
 /// Most filesystems one thread keeps loaded at once.
 const MAX_CACHED_PER_THREAD: usize = 8;
 
@@ -116,6 +120,42 @@ fn parse_superblock(sb: &[u8]) -> Result<SuperFacts> {
     })
 }
 
+/// Checks that the block group descriptor table the superblock describes
+/// is of a sane size and fits on the volume, before ext4-view allocates it.
+fn check_group_table(sb: &[u8], volume_size: u64) -> Result<()> {
+    let log = le32(sb, 0x18);
+    if log > 6 {
+        return Err(Error::corrupt(
+            format!("ext block size 2^(10+{log}) is impossible"),
+            SUPERBLOCK + 0x18,
+        ));
+    }
+    let per_group = u64::from(le32(sb, 0x20));
+    if per_group == 0 {
+        return Err(Error::corrupt(
+            "ext s_blocks_per_group is zero",
+            SUPERBLOCK + 0x20,
+        ));
+    }
+    // ext4-view reads s_blocks_count_hi whether or not the fs is 64-bit.
+    let blocks = u64::from(le32(sb, 0x04)) | u64::from(le32(sb, 0x150)) << 32;
+    let desc = if le32(sb, 0x60) & 0x80 != 0 {
+        u64::from(le16(sb, 0xFE)).max(32)
+    } else {
+        32
+    };
+    let first = u64::from(le32(sb, 0x14));
+    let groups = blocks.saturating_sub(first).div_ceil(per_group);
+    check_limit("ext block groups", groups, MAX_BLOCK_GROUPS)?;
+    if groups * desc > volume_size {
+        return Err(Error::corrupt(
+            format!("ext group descriptor table ({groups} groups) is larger than the volume"),
+            SUPERBLOCK + 0x04,
+        ));
+    }
+    Ok(())
+}
+
 /// Adapts a [`BlockSource`] to `ext4-view`'s reader trait.
 struct SourceReader(Arc<dyn BlockSource>);
 
@@ -154,6 +194,7 @@ impl ExtFs {
         let mut sb = vec![0u8; SUPERBLOCK_LEN];
         source.read_at(SUPERBLOCK, &mut sb)?;
         let facts = parse_superblock(&sb)?;
+        check_group_table(&sb, source.size())?;
         let fs = Self {
             source,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -345,6 +386,9 @@ impl Filesystem for ExtFs {
     }
 
     fn read_link(&self, path: &str) -> Result<String> {
+        // ext4-view allocates the inode's size for a slow link: check it first.
+        let len = self.with(|fs| fs.symlink_metadata(path), path)?.len();
+        check_limit("symlink target length", len, MAX_LINK_LEN)?;
         let target = self.with(|fs| fs.read_link(path), path)?;
         let bytes = target.as_ref();
         check_limit("symlink target length", bytes.len() as u64, MAX_LINK_LEN)?;
@@ -402,6 +446,28 @@ mod tests {
         s[0x3A] = 0;
         let f = parse_superblock(&s).unwrap();
         assert!(f.needs_recovery && f.unclean);
+    }
+
+    #[test]
+    fn block_group_count_is_capped_and_must_fit() {
+        let mut s = sb();
+        set32(&mut s, 0x20, 1);
+        set32(&mut s, 0x04, u32::MAX);
+        assert!(matches!(
+            check_group_table(&s, u64::MAX),
+            Err(Error::LimitExceeded { .. })
+        ));
+        set32(&mut s, 0x20, 8192);
+        assert!(matches!(
+            check_group_table(&s, 1 << 20),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(check_group_table(&s, 1 << 40).is_ok());
+        set32(&mut s, 0x20, 0);
+        assert!(matches!(
+            check_group_table(&s, 1 << 40),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]
