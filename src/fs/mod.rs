@@ -7,6 +7,7 @@
 //! resolved one level up, by [`guest::GuestRoot`], always inside the guest and
 //! never on the host.
 
+pub mod ext4w;
 pub mod guest;
 pub mod memfs;
 pub mod probe;
