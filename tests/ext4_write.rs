@@ -59,7 +59,7 @@ fn dstat(img: &Path, path: &str) -> String {
 }
 
 fn view(img: &Path) -> ext4_view::Ext4 {
-    ext4_view::Ext4::load_from_path(img).unwrap()
+    ext4_view::Ext4::load(Box::new(std::fs::read(img).unwrap())).unwrap()
 }
 
 /// Content both oracles must agree on.
@@ -106,12 +106,13 @@ fn name_hashes_match_debugfs() {
         &"x".repeat(70),
     ];
     for (alg, version, unsigned) in [
+        // debugfs knows the unsigned variants only by number (3, 4, 5).
         ("half_md4", 1, false),
-        ("half_md4_unsigned", 1, true),
+        ("4", 1, true),
         ("tea", 2, false),
-        ("tea_unsigned", 2, true),
+        ("5", 2, true),
         ("legacy", 0, false),
-        ("legacy_unsigned", 0, true),
+        ("3", 0, true),
     ] {
         for name in names {
             let out = tool_ok(
@@ -271,8 +272,8 @@ fn mkdir_symlink_unlink_rename_chmod() {
     w.symlink("/opt", "slow", &long, 0, 0).unwrap();
     fsck(&img, "slow symlink");
     let v = view(&img);
-    assert_eq!(v.read_link("/fast").unwrap().as_str().unwrap(), "etc/hostname");
-    assert_eq!(v.read_link("/opt/slow").unwrap().as_str().unwrap(), long);
+    assert_eq!(v.read_link("/fast").unwrap().to_str().unwrap(), "etc/hostname");
+    assert_eq!(v.read_link("/opt/slow").unwrap().to_str().unwrap(), long);
     assert_eq!(v.read("/fast").unwrap(), b"debian-vm\n");
     assert!(dstat(&img, "/fast").contains("Fast link dest: \"etc/hostname\""));
 
