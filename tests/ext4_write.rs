@@ -449,3 +449,22 @@ fn caps_are_enforced() {
         })
     ));
 }
+
+#[test]
+fn fuzz_seeds_are_filesystems_and_their_edits_are_clean() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/ext4w");
+    let scratch_dir = scratch("ext4w-fuzz-seeds");
+    for name in ["ext4", "ext4nocsum"] {
+        let seed = std::fs::read(dir.join(name)).unwrap();
+        let edited = v2x::fs::ext4w::fuzz_edit(&seed).expect("seed opens");
+        let img = scratch_dir.path().join(name);
+        std::fs::write(&img, &edited).unwrap();
+        fsck(&img, &format!("the fuzz edit sequence on seed {name}"));
+        assert_eq!(dcat(&img, "/dir/d/x"), b"x\n");
+        let st = dstat(&img, "/dir/fast");
+        assert!(st.contains("Fast link dest: \"target\""), "{st}");
+        let v = view(&img);
+        assert_eq!(v.read_link("/slow").unwrap().to_str().unwrap(), "s".repeat(100));
+        assert!(v.exists("/dir/renamed").is_ok_and(|e| !e), "unlinked");
+    }
+}

@@ -67,10 +67,11 @@ impl Ext4Writer {
         let start = sb.group_first_block(g);
         let n = sb.group_blocks(g);
         let mut mark = |b: u64, count: u64| {
-            for blk in b..b.saturating_add(count) {
-                if blk >= start && blk < start + n {
-                    set_bit(&mut map, blk - start, true);
-                }
+            // Only the part of [b, b + count) inside this group.
+            let lo = b.max(start);
+            let hi = b.saturating_add(count).min(start + n);
+            for blk in lo..hi {
+                set_bit(&mut map, blk - start, true);
             }
         };
         if sb.has_super(g) {
@@ -192,7 +193,7 @@ impl Ext4Writer {
                 }
                 set_bit(map, i, false);
                 let gd = &mut self.groups[g as usize];
-                gd.set_free_blocks(gd.free_blocks() + 1);
+                gd.set_free_blocks(gd.free_blocks().saturating_add(1));
                 freed += 1;
                 if touched.last() != Some(&g) {
                     touched.push(g);
@@ -204,7 +205,8 @@ impl Ext4Writer {
         for g in touched {
             self.store_block_bitmap(g)?;
         }
-        self.sb.set_free_blocks(self.sb.free_blocks() + freed);
+        self.sb
+            .set_free_blocks(self.sb.free_blocks().saturating_add(freed));
         Ok(())
     }
 
@@ -283,7 +285,7 @@ impl Ext4Writer {
                 gd.set_itable_unused(ipg - (i + 1));
             }
             self.store_inode_bitmap(g)?;
-            self.sb.set_free_inodes(self.sb.free_inodes() - 1);
+            self.sb.set_free_inodes(self.sb.free_inodes().saturating_sub(1));
             return Ok(g * ipg + i + 1);
         }
         Err(Error::invalid("no free inodes"))
@@ -300,12 +302,12 @@ impl Ext4Writer {
         }
         set_bit(map, i, false);
         let gd = &mut self.groups[g as usize];
-        gd.set_free_inodes(gd.free_inodes() + 1);
+        gd.set_free_inodes(gd.free_inodes().saturating_add(1));
         if is_dir {
             gd.set_used_dirs(gd.used_dirs().saturating_sub(1));
         }
         self.store_inode_bitmap(g)?;
-        self.sb.set_free_inodes(self.sb.free_inodes() + 1);
+        self.sb.set_free_inodes(self.sb.free_inodes().saturating_add(1));
         Ok(())
     }
 }

@@ -106,11 +106,12 @@ fn half_md4(buf: &mut [u32; 4], x: &[u32; 8]) {
         x ^ y ^ z
     }
     type Mix = fn(u32, u32, u32) -> u32;
+    type Round = (Mix, u32, [(usize, u32); 8]);
     const K2: u32 = 0x5A82_7999;
     const K3: u32 = 0x6ED9_EBA1;
     // (function, constant, [(word, shift); 8]) per round; the register
     // rotation a,d,c,b is the same in every round.
-    let rounds: [(Mix, u32, [(usize, u32); 8]); 3] = [
+    let rounds: [Round; 3] = [
         (
             f,
             0,

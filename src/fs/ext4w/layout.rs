@@ -186,7 +186,7 @@ impl Superblock {
         } else {
             32
         };
-        if is_64bit && (desc_size < 64 || desc_size > 1024 || !desc_size.is_power_of_two()) {
+        if is_64bit && (!(64..=1024).contains(&desc_size) || !desc_size.is_power_of_two()) {
             return Err(Error::corrupt(
                 format!("group descriptor size {desc_size}"),
                 at(0xFE),

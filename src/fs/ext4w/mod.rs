@@ -129,6 +129,58 @@ impl Device for FileDevice {
     }
 }
 
+/// A filesystem image held in memory (fuzzing, unit tests).
+pub struct MemDevice {
+    data: std::sync::Mutex<Vec<u8>>,
+}
+
+impl MemDevice {
+    /// Wraps `data` as a device of its length.
+    pub fn new(data: Vec<u8>) -> Self {
+        MemDevice {
+            data: std::sync::Mutex::new(data),
+        }
+    }
+
+    /// The current bytes.
+    pub fn into_inner(self) -> Vec<u8> {
+        self.data.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn range(len: usize, off: u64, n: usize) -> Result<std::ops::Range<usize>> {
+        match off.checked_add(n as u64) {
+            Some(end) if end <= len as u64 => Ok(off as usize..end as usize),
+            _ => Err(Error::invalid(format!(
+                "access at {off:#x}+{n} beyond the device"
+            ))),
+        }
+    }
+}
+
+impl Device for MemDevice {
+    fn size(&self) -> u64 {
+        self.data.lock().map_or(0, |d| d.len() as u64)
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        let d = self
+            .data
+            .lock()
+            .map_err(|_| Error::invalid("device lock poisoned"))?;
+        let r = Self::range(d.len(), off, buf.len())?;
+        buf.copy_from_slice(&d[r]);
+        Ok(())
+    }
+    fn write_at(&self, off: u64, data: &[u8]) -> Result<()> {
+        let mut d = self
+            .data
+            .lock()
+            .map_err(|_| Error::invalid("device lock poisoned"))?;
+        let r = Self::range(d.len(), off, data.len())?;
+        d[r].copy_from_slice(data);
+        Ok(())
+    }
+}
+
 /// An open, writable ext4 filesystem.
 pub struct Ext4Writer {
     dev: Box<dyn Device>,
@@ -152,7 +204,14 @@ impl Ext4Writer {
         }
         dev.read_at(SB_OFFSET, &mut raw)?;
         let sb = Superblock::parse(&raw, dev.size())?;
-        let mut table = vec![0u8; sb.group_count as usize * sb.desc_size];
+        let table_len = u64::from(sb.group_count) * sb.desc_size as u64;
+        if sb.desc_offset(0).saturating_add(table_len) > dev.size() {
+            return Err(Error::corrupt(
+                "group descriptor table extends past the device",
+                sb.desc_offset(0),
+            ));
+        }
+        let mut table = vec![0u8; table_len as usize];
         dev.read_at(sb.desc_offset(0), &mut table)?;
         let mut groups = Vec::with_capacity(sb.group_count as usize);
         for g in 0..sb.group_count {
@@ -268,5 +327,52 @@ impl Ext4Writer {
 
     fn write_block(&self, blk: u64, data: &[u8]) -> Result<()> {
         self.dev.write_at(blk * self.bs(), data)
+    }
+}
+
+/// Fuzz entry: `data` is the start of an image (zero-padded to 256 KiB,
+/// inputs above 1 MiB ignored); opens it and tries every edit. Errors are
+/// fine; panics, hangs and huge allocations are bugs. Returns the edited
+/// image when it opened.
+pub fn fuzz_edit(data: &[u8]) -> Option<Vec<u8>> {
+    if data.len() > 1 << 20 {
+        return None;
+    }
+    let mut image = data.to_vec();
+    image.resize(image.len().max(256 << 10), 0);
+    let dev = Arc::new(MemDevice::new(image));
+    let mut w = Ext4Writer::open(Box::new(dev.clone())).ok()?;
+    w.set_time(1_700_000_000);
+    let _ = w.read_dir("/");
+    for path in ["/", "/lost+found", "/f", "/d/x"] {
+        if let Ok(ino) = w.lookup(path) {
+            if w.stat(ino).is_ok_and(|s| s.size <= 1 << 20) {
+                let _ = w.read_file(ino);
+            }
+        }
+    }
+    let _ = w.create_file("/", "new", 0o644, 0, 0, &[7u8; 5000]);
+    let _ = w.write_file("/f", &[1u8; 9000]);
+    let _ = w.mkdir("/", "dir", 0o755, 0, 0);
+    let _ = w.symlink("/dir", "fast", "target", 0, 0);
+    let _ = w.symlink("/", "slow", &"s".repeat(100), 0, 0);
+    let _ = w.rename("/new", "/dir/renamed");
+    let _ = w.rename("/d", "/dir/d");
+    let _ = w.chmod("/f", 0o600);
+    let _ = w.unlink("/f");
+    let _ = w.unlink("/dir/renamed");
+    drop(w);
+    Arc::try_unwrap(dev).ok().map(MemDevice::into_inner)
+}
+
+impl<D: Device + ?Sized> Device for Arc<D> {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        (**self).read_at(off, buf)
+    }
+    fn write_at(&self, off: u64, data: &[u8]) -> Result<()> {
+        (**self).write_at(off, data)
     }
 }

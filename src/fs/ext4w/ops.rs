@@ -578,7 +578,13 @@ impl Ext4Writer {
         let pblk = self.alloc_blocks(goal, 1)?[0].0;
         let mut runs = map.runs.clone();
         match runs.last_mut() {
-            Some(r) if !r.uninit && r.lblk + r.len == lblk && r.pblk + u64::from(r.len) == pblk => r.len += 1,
+            Some(r)
+                if !r.uninit
+                    && r.lblk.checked_add(r.len) == Some(lblk)
+                    && r.pblk + u64::from(r.len) == pblk =>
+            {
+                r.len += 1
+            }
             _ => runs.push(Run {
                 lblk,
                 pblk,
