@@ -3,7 +3,7 @@
 # without root: trees are packed with `mkfs -d`, htree indexes are built by
 # `e2fsck -fyD`, and the partitioned disk is assembled with sfdisk + dd.
 #
-#   ext4.img     Debian 12 default features (metadata_csum, 64bit, flex_bg)
+#   ext4.img     Debian 12 default features (metadata_csum, 64bit, flex_bg), 4 KiB blocks
 #   nocsum.img   ext4 without metadata_csum, with uninit_bg (crc16 descriptors)
 #   ext3.img     ext3: no extents, block-mapped files
 #   small-bg.img ext4 with 1024-block groups, so big files reach BLOCK_UNINIT groups
@@ -38,8 +38,8 @@ mk() { # mk TREE NAME MKFS-ARGS... (the filesystem is 64 MiB)
     e2fsck -fyD "$out/$name" >/dev/null 2>&1 || [ $? -le 1 ]
     e2fsck -fn "$out/$name" >/dev/null
 }
-mk "$t" ext4.img
-mk "$t" nocsum.img -O ^metadata_csum,uninit_bg
+mk "$t" ext4.img -b 4096
+mk "$t" nocsum.img -b 4096 -O ^metadata_csum,uninit_bg
 mk "$work/small" ext3.img -t ext3
 mk "$work/small" small-bg.img -g 1024
 mk "$work/small" k1.img -b 1024

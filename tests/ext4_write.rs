@@ -468,3 +468,46 @@ fn fuzz_seeds_are_filesystems_and_their_edits_are_clean() {
         assert!(v.exists("/dir/renamed").is_ok_and(|e| !e), "unlinked");
     }
 }
+
+/// Inserts names into /big until 600 went in or an index node filled up.
+/// Leaf splits must happen and stay clean; a full index node (the fixture's
+/// first interior node is full) must be refused cleanly, changing nothing.
+fn htree_splits(name: &str) {
+    let (_d, img) = copy(name);
+    let mut w = open(&img);
+    let size_before = w.stat(w.lookup("/big").unwrap()).unwrap().size;
+    let mut added = 0;
+    let mut refused = 0;
+    for i in 0..600 {
+        let n = format!("split-me-{i:04}-with-a-long-enough-name-to-fill-leaves");
+        match w.create_file("/big", &n, 0o644, 0, 0, b"") {
+            Ok(_) => added += 1,
+            Err(Error::Unsupported(m)) => {
+                assert!(m.contains("index node"), "{m}");
+                refused += 1;
+                assert!(matches!(w.lookup(&format!("/big/{n}")), Err(Error::NotFound(_))));
+            }
+            Err(e) => panic!("{e}"),
+        }
+        if i % 150 == 149 {
+            fsck(&img, &format!("{} htree inserts", i + 1));
+        }
+    }
+    let size_after = w.stat(w.lookup("/big").unwrap()).unwrap().size;
+    assert!(size_after > size_before, "leaves were split (directory grew)");
+    assert!(added > 300, "only {added} inserted ({refused} refused)");
+    let v = view(&img);
+    assert_eq!(v.read_dir("/big").unwrap().count(), 2 + 3000 + added);
+    assert_eq!(w.read_dir("/big").unwrap().len(), 3000 + added);
+    assert_eq!(dcat(&img, "/big/entry-with-a-longish-name-1234"), b"1234\n");
+}
+
+#[test]
+fn htree_leaf_splits_metadata_csum() {
+    htree_splits("ext4.img");
+}
+
+#[test]
+fn htree_leaf_splits_gdt_csum() {
+    htree_splits("nocsum.img");
+}

@@ -31,6 +31,21 @@ pub(super) struct Entry {
     pub ftype: u8,
 }
 
+/// Where an htree lookup ended: the leaf, and the index node slot that
+/// points at it.
+pub(super) struct DxPath {
+    /// Logical block of the leaf.
+    leaf: u32,
+    /// Physical block of the index node holding the leaf's entry.
+    parent: u64,
+    /// Offset of that node's limit/count header (0x20 root, 0x8 interior).
+    base: usize,
+    /// Index of the leaf's entry in that node.
+    slot: usize,
+    /// Hash version from the root.
+    version: u8,
+}
+
 /// Bytes an entry with a name of `len` bytes needs.
 fn needed(len: usize) -> usize {
     (8 + len).div_ceil(4) * 4
@@ -199,16 +214,14 @@ impl Ext4Writer {
     pub(super) fn add_entry(&mut self, dir: &mut Inode, name: &[u8], ino: u32, ftype: u8) -> Result<()> {
         let map = self.dir_map(dir)?;
         if dir.flags() & INDEX_FL != 0 {
-            let lblk = self.htree_leaf(dir, &map, name)?;
+            let path = self.htree_leaf(dir, &map, name)?;
+            let lblk = path.leaf;
             let pblk = map.lookup(lblk).ok_or_else(|| {
                 Error::corrupt(format!("htree leaf {lblk} of inode {} unmapped", dir.ino), 0)
             })?;
             let mut buf = self.read_block(pblk)?;
             if !Self::place_in_block(&mut buf, pblk * self.bs(), name, ino, ftype)? {
-                return Err(Error::unsupported(format!(
-                    "htree leaf block {lblk} of directory inode {} is full; splitting leaves is not implemented",
-                    dir.ino
-                )));
+                return self.split_leaf(dir, map, &path, pblk, &buf, (name, ino, ftype));
             }
             self.seal_leaf(dir, &mut buf)?;
             return self.write_block(pblk, &buf);
@@ -279,22 +292,30 @@ impl Ext4Writer {
 
     /// Recomputes the dx tail checksum of an htree root block.
     fn seal_dx_root(&self, dir: &Inode, buf: &mut [u8]) -> Result<()> {
+        self.seal_dx_node(dir, buf, 0x20)
+    }
+
+    /// Recomputes the dx tail checksum of an index node whose limit/count
+    /// header is at `base`.
+    fn seal_dx_node(&self, dir: &Inode, buf: &mut [u8], base: usize) -> Result<()> {
         if !self.sb.metadata_csum {
             return Ok(());
         }
-        let (limit, count) = (usize::from(le16(buf, 0x20)), usize::from(le16(buf, 0x22)));
-        let tail = 0x20 + limit * 8;
+        let (limit, count) = (usize::from(le16(buf, base)), usize::from(le16(buf, base + 2)));
+        let tail = base + limit * 8;
         if count > limit || tail + 8 > buf.len() {
-            return Err(Error::corrupt("htree root limit", 0));
+            return Err(Error::corrupt("htree node limit", 0));
         }
-        let c = crc32c_raw(dir.csum_seed(&self.sb), &buf[..0x20 + count * 8]);
+        let c = crc32c_raw(dir.csum_seed(&self.sb), &buf[..base + count * 8]);
         let c = crc32c_raw(c, &buf[tail..tail + 4]);
+        // The checksum field itself counts as zeros.
+        let c = crc32c_raw(c, &[0u8; 4]);
         put32(buf, tail + 4, c);
         Ok(())
     }
 
     /// Walks the hash index of `dir` to the logical leaf block for `name`.
-    fn htree_leaf(&self, dir: &Inode, map: &FileMap, name: &[u8]) -> Result<u32> {
+    fn htree_leaf(&self, dir: &Inode, map: &FileMap, name: &[u8]) -> Result<DxPath> {
         let root_blk = map
             .lookup(0)
             .ok_or_else(|| Error::corrupt(format!("htree root of inode {} unmapped", dir.ino), 0))?;
@@ -315,6 +336,7 @@ impl Ext4Writer {
         let mut node = root;
         let mut base = 0x20;
         let mut node_at = at;
+        let mut node_blk = root_blk;
         for level in 0..=levels {
             let limit = usize::from(le16(&node, base));
             let count = usize::from(le16(&node, base + 2));
@@ -322,22 +344,122 @@ impl Ext4Writer {
                 return Err(Error::corrupt("htree node entry count", node_at + base as u64));
             }
             let mut pick = le32(&node, base + 4) & 0x0FFF_FFFF;
+            let mut slot = 0;
             for i in 1..count {
                 if le32(&node, base + i * 8) > hash {
                     break;
                 }
                 pick = le32(&node, base + i * 8 + 4) & 0x0FFF_FFFF;
+                slot = i;
             }
             if level == levels {
-                return Ok(pick);
+                return Ok(DxPath {
+                    leaf: pick,
+                    parent: node_blk,
+                    base,
+                    slot,
+                    version,
+                });
             }
             let pblk = map
                 .lookup(pick)
                 .ok_or_else(|| Error::corrupt(format!("htree node {pick} unmapped"), node_at))?;
             node = self.read_block(pblk)?;
             node_at = pblk * self.bs();
+            node_blk = pblk;
             base = 0x8;
         }
         Err(Error::corrupt("htree deeper than its root says", at))
+    }
+
+    fn dx_hash(&self, version: u8, name: &[u8]) -> Result<u32> {
+        name_hash(
+            version,
+            name,
+            self.sb.hash_seed,
+            self.sb.unsigned_hash && version <= HASH_TEA,
+        )
+        .ok_or_else(|| Error::unsupported(format!("htree hash version {version}")))
+    }
+
+    /// Splits a full htree leaf in two by hash, adds the new entry to the
+    /// right half and records the new leaf in the parent index node. Refuses
+    /// (before changing anything) when the parent node is full too, or when
+    /// no split point separates distinct hashes.
+    fn split_leaf(
+        &mut self,
+        dir: &mut Inode,
+        map: FileMap,
+        path: &DxPath,
+        pblk: u64,
+        leaf: &[u8],
+        new: (&[u8], u32, u8),
+    ) -> Result<()> {
+        let mut parent = self.read_block(path.parent)?;
+        let (limit, count) = (
+            usize::from(le16(&parent, path.base)),
+            usize::from(le16(&parent, path.base + 2)),
+        );
+        if count >= limit {
+            return Err(Error::unsupported(format!(
+                "htree index node of directory inode {} is full; splitting index nodes is not implemented",
+                dir.ino
+            )));
+        }
+        let mut entries = Vec::new();
+        for e in parse_block(leaf, pblk * self.bs())? {
+            if e.ino != 0 {
+                entries.push((self.dx_hash(path.version, &e.name)?, e));
+            }
+        }
+        entries.sort_by_key(|(h, _)| *h);
+        let mut mid = entries.len() / 2;
+        while mid < entries.len() && mid > 0 && entries[mid].0 == entries[mid - 1].0 {
+            mid += 1;
+        }
+        if mid == 0 || mid >= entries.len() {
+            return Err(Error::unsupported(format!(
+                "htree leaf of directory inode {} holds one hash only; cannot split",
+                dir.ino
+            )));
+        }
+        let split_hash = entries[mid].0;
+        let new_hash = self.dx_hash(path.version, new.0)?;
+        let as_tuple = |v: &[(u32, Entry)]| -> Vec<(u32, Vec<u8>, u8)> {
+            v.iter().map(|(_, e)| (e.ino, e.name.clone(), e.ftype)).collect()
+        };
+        let mut low = as_tuple(&entries[..mid]);
+        let mut high = as_tuple(&entries[mid..]);
+        let side = if new_hash >= split_hash {
+            &mut high
+        } else {
+            &mut low
+        };
+        side.push((new.1, new.0.to_vec(), new.2));
+        let room = self.bs() as usize - if self.sb.metadata_csum { TAIL } else { 0 };
+        for half in [&low, &high] {
+            if half.iter().map(|(_, n, _)| needed(n.len())).sum::<usize>() > room {
+                return Err(Error::unsupported("htree leaf split leaves a half too full"));
+            }
+        }
+        let new_lblk = u32::try_from(dir.size().div_ceil(self.bs()))
+            .map_err(|_| Error::invalid("directory too large"))?;
+        let low_list: Vec<(u32, &[u8], u8)> = low.iter().map(|(i, n, t)| (*i, n.as_slice(), *t)).collect();
+        let high_list: Vec<(u32, &[u8], u8)> = high.iter().map(|(i, n, t)| (*i, n.as_slice(), *t)).collect();
+        let low_block = self.new_leaf(dir, &low_list)?;
+        let high_block = self.new_leaf(dir, &high_list)?;
+        let new_pblk = self.append_block(dir, map)?;
+        dir.set_size((u64::from(new_lblk) + 1) * self.bs());
+        self.write_block(new_pblk, &high_block)?;
+        self.write_block(pblk, &low_block)?;
+        // Shift the parent's entries after the slot and insert ours.
+        let at = path.base + (path.slot + 1) * 8;
+        let end = path.base + count * 8;
+        parent.copy_within(at..end, at + 8);
+        put32(&mut parent, at, split_hash);
+        put32(&mut parent, at + 4, new_lblk);
+        put16(&mut parent, path.base + 2, (count + 1) as u16);
+        self.seal_dx_node(dir, &mut parent, path.base)?;
+        self.write_block(path.parent, &parent)
     }
 }

@@ -273,65 +273,67 @@ pub fn to_extents(runs: &[Run]) -> Vec<Run> {
     out
 }
 
-/// Number of tree blocks a file with `extents` extents needs.
+/// Number of tree blocks (depth-1 leaves) a file with `extents` extents
+/// needs: none up to 4, else one leaf per `leaf_capacity`, at most 4 leaves.
 pub fn tree_blocks_needed(sb: &Superblock, extents: usize) -> Result<u64> {
     if extents <= 4 {
-        Ok(0)
-    } else if extents <= leaf_capacity(sb) {
-        Ok(1)
-    } else {
-        Err(Error::unsupported(format!(
-            "file needs {extents} extents; more than one extent leaf block is not implemented"
-        )))
+        return Ok(0);
     }
+    let leaves = extents.div_ceil(leaf_capacity(sb));
+    if leaves > 4 {
+        return Err(Error::unsupported(format!(
+            "file needs {extents} extents; extent trees deeper than one level are not written"
+        )));
+    }
+    Ok(leaves as u64)
 }
 
 /// Writes the extent tree for `extents` into `inode` (its i_block) and, for
-/// more than four extents, into the leaf block `leaf` (on the device, with
-/// its checksum tail). Sets EXTENTS_FL.
+/// more than four extents, into the leaf blocks `leaves` (one per
+/// [`leaf_capacity`] extents, each with its checksum tail). Sets EXTENTS_FL.
 pub fn write_tree(
     dev: &dyn Device,
     sb: &Superblock,
     inode: &mut Inode,
     extents: &[Run],
-    leaf: Option<u64>,
+    leaves: &[u64],
 ) -> Result<()> {
     inode.set_flags(inode.flags() | EXTENTS_FL);
     let seed = inode.csum_seed(sb);
     let root = inode.i_block_mut();
     root.fill(0);
-    match leaf {
-        None => {
-            if extents.len() > 4 {
-                return Err(Error::invalid("more than 4 extents need a leaf block"));
-            }
-            write_header(root, extents.len(), 4, 0);
-            for (i, r) in extents.iter().enumerate() {
-                write_extent(root, i, r);
-            }
+    if leaves.is_empty() {
+        if extents.len() > 4 {
+            return Err(Error::invalid("more than 4 extents need leaf blocks"));
         }
-        Some(blk) => {
-            let cap = leaf_capacity(sb);
-            if extents.len() > cap {
-                return Err(Error::invalid("too many extents for one leaf"));
-            }
-            let mut buf = vec![0u8; sb.block_size as usize];
-            write_header(&mut buf, extents.len(), cap, 0);
-            for (i, r) in extents.iter().enumerate() {
-                write_extent(&mut buf, i, r);
-            }
-            let tail = 12 + cap * 12;
-            if sb.metadata_csum {
-                let c = crc32c_raw(seed, &buf[..tail]);
-                put32(&mut buf, tail, c);
-            }
-            dev.write_at(blk * sb.block_size, &buf)?;
-            write_header(root, 1, 4, 1);
-            let e = &mut root[12..24];
-            put32(e, 0, extents.first().map_or(0, |r| r.lblk));
-            put32(e, 4, blk as u32);
-            put16(e, 8, (blk >> 32) as u16);
+        write_header(root, extents.len(), 4, 0);
+        for (i, r) in extents.iter().enumerate() {
+            write_extent(root, i, r);
         }
+        return Ok(());
+    }
+    let cap = leaf_capacity(sb);
+    let chunks: Vec<&[Run]> = extents.chunks(cap).collect();
+    if chunks.len() != leaves.len() || leaves.len() > 4 {
+        return Err(Error::invalid("extent leaf count does not match the extents"));
+    }
+    write_header(root, leaves.len(), 4, 1);
+    for (i, (chunk, &blk)) in chunks.iter().zip(leaves).enumerate() {
+        let mut buf = vec![0u8; sb.block_size as usize];
+        write_header(&mut buf, chunk.len(), cap, 0);
+        for (j, r) in chunk.iter().enumerate() {
+            write_extent(&mut buf, j, r);
+        }
+        let tail = 12 + cap * 12;
+        if sb.metadata_csum {
+            let c = crc32c_raw(seed, &buf[..tail]);
+            put32(&mut buf, tail, c);
+        }
+        dev.write_at(blk * sb.block_size, &buf)?;
+        let e = &mut root[12 + i * 12..24 + i * 12];
+        put32(e, 0, chunk.first().map_or(0, |r| r.lblk));
+        put32(e, 4, blk as u32);
+        put16(e, 8, (blk >> 32) as u16);
     }
     Ok(())
 }

@@ -114,6 +114,11 @@ fn split_last(path: &str) -> Result<(String, Vec<u8>)> {
     Ok((parent, last.to_vec()))
 }
 
+/// The individual block numbers of runs `(first, len)`.
+fn run_blocks(runs: &[(u64, u64)]) -> Vec<u64> {
+    runs.iter().flat_map(|&(b, n)| b..b + n).collect()
+}
+
 impl Ext4Writer {
     /// The block map of `inode`.
     pub(super) fn file_map(&self, inode: &Inode) -> Result<FileMap> {
@@ -241,18 +246,13 @@ impl Ext4Writer {
             lblk += len;
         }
         let extents = to_extents(&file_runs);
-        let mut extra = Vec::new();
-        let leaf = if tree_blocks_needed(&self.sb, extents.len())? == 1 {
-            let got = self.alloc_blocks(self.group_of(inode.ino), 1)?;
-            extra.extend(&got);
-            Some(got[0].0)
-        } else {
-            None
-        };
-        write_tree(self.dev.as_ref(), &self.sb, inode, &extents, leaf)?;
+        let nleaves = tree_blocks_needed(&self.sb, extents.len())?;
+        let got = self.alloc_blocks(self.group_of(inode.ino), nleaves)?;
+        let leaves = run_blocks(&got);
+        write_tree(self.dev.as_ref(), &self.sb, inode, &extents, &leaves)?;
         inode.set_size(data.len() as u64);
-        inode.set_fs_blocks(&self.sb, lblk + leaf.map_or(0, |_| 1));
-        Ok(extra)
+        inode.set_fs_blocks(&self.sb, lblk + nleaves);
+        Ok(got)
     }
 
     fn map_runs(map: &FileMap) -> Vec<(u64, u64)> {
@@ -593,21 +593,13 @@ impl Ext4Writer {
             }),
         }
         let extents = to_extents(&runs);
-        let mut stale = map.meta.clone();
-        let leaf = if tree_blocks_needed(&self.sb, extents.len())? == 1 {
-            if map.meta.len() == 1 {
-                stale.clear();
-                Some(map.meta[0])
-            } else {
-                Some(self.alloc_blocks(goal, 1)?[0].0)
-            }
-        } else {
-            None
-        };
-        write_tree(self.dev.as_ref(), &self.sb, dir, &extents, leaf)?;
+        let nleaves = tree_blocks_needed(&self.sb, extents.len())?;
+        let got = self.alloc_blocks(goal, nleaves)?;
+        let leaves = run_blocks(&got);
+        write_tree(self.dev.as_ref(), &self.sb, dir, &extents, &leaves)?;
         let data: u64 = runs.iter().map(|r| u64::from(r.len)).sum();
-        dir.set_fs_blocks(&self.sb, data + leaf.map_or(0, |_| 1));
-        let stale: Vec<(u64, u64)> = stale.into_iter().map(|b| (b, 1)).collect();
+        dir.set_fs_blocks(&self.sb, data + nleaves);
+        let stale: Vec<(u64, u64)> = map.meta.iter().map(|&b| (b, 1)).collect();
         self.free_blocks(&stale)?;
         Ok(pblk)
     }
