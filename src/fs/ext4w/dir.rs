@@ -44,6 +44,8 @@ pub(super) struct DxPath {
     slot: usize,
     /// Hash version from the root.
     version: u8,
+    /// The node above `parent` (block, header offset, slot), if any.
+    grand: Option<(u64, usize, usize)>,
 }
 
 /// Bytes an entry with a name of `len` bytes needs.
@@ -337,6 +339,7 @@ impl Ext4Writer {
         let mut base = 0x20;
         let mut node_at = at;
         let mut node_blk = root_blk;
+        let mut grand = None;
         for level in 0..=levels {
             let limit = usize::from(le16(&node, base));
             let count = usize::from(le16(&node, base + 2));
@@ -359,6 +362,7 @@ impl Ext4Writer {
                     base,
                     slot,
                     version,
+                    grand,
                 });
             }
             let pblk = map
@@ -366,6 +370,7 @@ impl Ext4Writer {
                 .ok_or_else(|| Error::corrupt(format!("htree node {pick} unmapped"), node_at))?;
             node = self.read_block(pblk)?;
             node_at = pblk * self.bs();
+            grand = Some((node_blk, base, slot));
             node_blk = pblk;
             base = 0x8;
         }
@@ -401,10 +406,9 @@ impl Ext4Writer {
             usize::from(le16(&parent, path.base + 2)),
         );
         if count >= limit {
-            return Err(Error::unsupported(format!(
-                "htree index node of directory inode {} is full; splitting index nodes is not implemented",
-                dir.ino
-            )));
+            self.split_index(dir, map, path)?;
+            // The index has room now; insert from the top again.
+            return self.add_entry(dir, new.0, new.1, new.2);
         }
         let mut entries = Vec::new();
         for e in parse_block(leaf, pblk * self.bs())? {
@@ -461,5 +465,61 @@ impl Ext4Writer {
         put16(&mut parent, path.base + 2, (count + 1) as u16);
         self.seal_dx_node(dir, &mut parent, path.base)?;
         self.write_block(path.parent, &parent)
+    }
+
+    /// Splits a full interior index node in two, recording the new node in
+    /// the node above it. Refuses when there is none (a full root) or it is
+    /// full as well.
+    fn split_index(&mut self, dir: &mut Inode, map: FileMap, path: &DxPath) -> Result<()> {
+        let refuse = || {
+            Err(Error::unsupported(format!(
+                "htree index of directory inode {} is full; growing the index depth is not implemented",
+                dir.ino
+            )))
+        };
+        let Some((gblk, gbase, gslot)) = path.grand else {
+            return refuse();
+        };
+        let mut grand = self.read_block(gblk)?;
+        let (glimit, gcount) = (
+            usize::from(le16(&grand, gbase)),
+            usize::from(le16(&grand, gbase + 2)),
+        );
+        if gcount >= glimit || gslot >= gcount {
+            return refuse();
+        }
+        let bs = self.bs() as usize;
+        let mut node = self.read_block(path.parent)?;
+        let base = path.base;
+        let (limit, count) = (usize::from(le16(&node, base)), usize::from(le16(&node, base + 2)));
+        if count < 2 || base + limit * 8 > bs {
+            return Err(Error::corrupt("htree index node counts", path.parent * self.bs()));
+        }
+        let mid = count / 2;
+        let key = le32(&node, base + mid * 8);
+        let mut fresh = vec![0u8; bs];
+        fresh[..8].copy_from_slice(&node[..8]);
+        fresh[base + 8..base + (count - mid) * 8]
+            .copy_from_slice(&node[base + (mid + 1) * 8..base + count * 8]);
+        put16(&mut fresh, base, limit as u16);
+        put16(&mut fresh, base + 2, (count - mid) as u16);
+        put32(&mut fresh, base + 4, le32(&node, base + mid * 8 + 4));
+        node[base + mid * 8..base + count * 8].fill(0);
+        put16(&mut node, base + 2, mid as u16);
+        let new_lblk = u32::try_from(dir.size().div_ceil(self.bs()))
+            .map_err(|_| Error::invalid("directory too large"))?;
+        let new_pblk = self.append_block(dir, map)?;
+        dir.set_size((u64::from(new_lblk) + 1) * self.bs());
+        self.seal_dx_node(dir, &mut fresh, base)?;
+        self.seal_dx_node(dir, &mut node, base)?;
+        self.write_block(new_pblk, &fresh)?;
+        self.write_block(path.parent, &node)?;
+        let at = gbase + (gslot + 1) * 8;
+        grand.copy_within(at..gbase + gcount * 8, at + 8);
+        put32(&mut grand, at, key);
+        put32(&mut grand, at + 4, new_lblk);
+        put16(&mut grand, gbase + 2, (gcount + 1) as u16);
+        self.seal_dx_node(dir, &mut grand, gbase)?;
+        self.write_block(gblk, &grand)
     }
 }

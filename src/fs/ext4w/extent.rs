@@ -128,7 +128,7 @@ fn walk_extents(
             let mut buf = vec![0u8; sb.block_size as usize];
             dev.read_at(child * sb.block_size, &mut buf)?;
             walk_extents(dev, sb, &buf, depth, child * sb.block_size, map)?;
-            if le16(&buf, 6) + 1 != depth {
+            if u32::from(le16(&buf, 6)) + 1 != u32::from(depth) {
                 return Err(Error::corrupt("extent tree child depth", child * sb.block_size));
             }
         }
