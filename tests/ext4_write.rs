@@ -439,6 +439,30 @@ fn caps_are_enforced() {
         "{r:?}"
     );
 
+    // File size: reading a file that claims 1.25 GiB.
+    let (_d3, img3) = copy("ext4.img");
+    tool_ok(
+        "debugfs",
+        &[
+            "-w",
+            "-R",
+            "sif /etc/hostname size 0x50000000",
+            img3.to_str().unwrap(),
+        ],
+    );
+    let w3 = open(&img3);
+    let r = w3.read_file(w3.lookup("/etc/hostname").unwrap());
+    assert!(
+        matches!(
+            r,
+            Err(Error::LimitExceeded {
+                what: "file size",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+
     // Path depth.
     let deep = "/a".repeat(300);
     assert!(matches!(
