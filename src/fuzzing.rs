@@ -38,6 +38,9 @@ pub fn exercise(target: &str, data: &[u8]) {
         "xfs" => crate::fs::xfs::fuzz::walk(data),
         "hive" => exercise_hive(data),
         "btrfs" => crate::fs::btrfs::fuzz::exercise(data),
+        "ext4w" => {
+            let _ = crate::fs::ext4w::fuzz_edit(data);
+        }
         _ => panic!("unknown fuzz target {target}"),
     }
 }

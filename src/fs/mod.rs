@@ -10,6 +10,7 @@
 pub mod btrfs;
 mod cursor;
 pub mod ext4;
+pub mod ext4w;
 pub mod fat;
 pub mod guest;
 pub mod memfs;

@@ -107,8 +107,8 @@ struct VirtioEntry {
     role: String,
 }
 
-const TOOLS_DB: &str = include_str!("../../drivers-db/windows-hypervisor-tools.toml");
-const VIRTIO_DB: &str = include_str!("../../drivers-db/windows-virtio-drivers.toml");
+const TOOLS_DB: &str = include_str!("../../drivers-db/windows/hypervisor-tools.toml");
+const VIRTIO_DB: &str = include_str!("../../drivers-db/windows/virtio-drivers.toml");
 
 /// Service names paired with their group (hypervisor or driver role).
 type ServiceTable = Vec<(String, String)>;
