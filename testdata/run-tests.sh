@@ -23,6 +23,19 @@ mkfs.ext4 e2fsprogs
 debugfs e2fsprogs
 mkfs.vfat dosfstools
 mcopy mtools
+blkid util-linux
+losetup mount
+mkfs.xfs xfsprogs
+mkfs.btrfs btrfs-progs
+mkntfs ntfs-3g
+hivexget libhivex-bin
+hivexregedit libwin-hivex-perl
+pvcreate lvm2
+cryptsetup cryptsetup-bin
+gzip gzip
+xz xz-utils
+zstd zstd
+lz4 lz4
 TOOLS
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
