@@ -114,10 +114,14 @@ fn compressed_output_is_compressed_and_typed() {
     assert!(info.contains("compression type: zstd"), "{info}");
     let map =
         String::from_utf8_lossy(&tool_ok("qemu-img", &["map", "--output=json", s(&z)]).stdout).to_string();
-    assert!(
-        map.contains("\"compressed\": true"),
-        "no compressed clusters: {map}"
-    );
+    // qemu 8+ marks compressed extents; qemu 7.2 gives them no host offset.
+    let extents: serde_json::Value = serde_json::from_str(&map).unwrap();
+    let compressed = extents.as_array().unwrap().iter().any(|e| {
+        e["compressed"]
+            .as_bool()
+            .unwrap_or_else(|| e["data"] == true && e.get("offset").is_none())
+    });
+    assert!(compressed, "no compressed clusters: {map}");
     assert!(std::fs::metadata(&z).unwrap().len() < std::fs::metadata(&plain).unwrap().len());
 }
 

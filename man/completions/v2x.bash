@@ -31,6 +31,9 @@ _v2x() {
             v2x,info)
                 cmd="v2x__subcmd__info"
                 ;;
+            v2x,inspect)
+                cmd="v2x__subcmd__inspect"
+                ;;
             v2x__subcmd__help,compare)
                 cmd="v2x__subcmd__help__subcmd__compare"
                 ;;
@@ -46,6 +49,9 @@ _v2x() {
             v2x__subcmd__help,info)
                 cmd="v2x__subcmd__help__subcmd__info"
                 ;;
+            v2x__subcmd__help,inspect)
+                cmd="v2x__subcmd__help__subcmd__inspect"
+                ;;
             *)
                 ;;
         esac
@@ -53,7 +59,7 @@ _v2x() {
 
     case "${cmd}" in
         v2x)
-            opts="-h -V --help --version convert info compare completions help"
+            opts="-h -V --help --version convert info compare inspect completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -173,7 +179,7 @@ _v2x() {
             return 0
             ;;
         v2x__subcmd__help)
-            opts="convert info compare completions help"
+            opts="convert info compare inspect completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -256,8 +262,52 @@ _v2x() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        v2x__subcmd__help__subcmd__inspect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         v2x__subcmd__info)
             opts="-f -h --format --json --map --allow-backing --no-backing --max-chain-depth --allow-external-data --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi vmdk" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "raw qcow2 vpc vhdx vdi vmdk" -- "${cur}"))
+                    return 0
+                    ;;
+                --allow-backing)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-chain-depth)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        v2x__subcmd__inspect)
+            opts="-f -h --format --json --allow-backing --no-backing --max-chain-depth --allow-external-data --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -3,8 +3,8 @@
 //! and the deterministic unique ID.
 //!
 //! The size is rounded up to a whole MiB, which Azure requires of uploaded
-//! fixed VHDs, and `current_size` carries it exactly (the CHS geometry is
-//! filled in per the specification but never used for the size). Zero
+//! fixed VHDs, and `current_size` carries it exactly (the CHS geometry never
+//! contradicts it: see [`footer_geometry`]). Zero
 //! clusters stay holes. The output is deterministic: the timestamp is zero
 //! and the unique ID is derived from the size and the data written.
 
@@ -110,6 +110,21 @@ pub fn chs(size: u64) -> (u16, u8, u8) {
     ((cth / heads) as u16, heads as u8, spt as u8)
 }
 
+/// The geometry written in the footer. Readers disagree on whether CHS or
+/// `current_size` is the disk size (qemu 7.2 believes CHS for unknown
+/// creators, qemu 10 believes `current_size`), so the geometry must not
+/// contradict `current_size`: it is the specification's geometry when that
+/// describes `size` exactly, and otherwise the maximum geometry, which every
+/// reader takes to mean "use current_size" (Disk2vhd does the same).
+pub fn footer_geometry(size: u64) -> (u16, u8, u8) {
+    let (c, h, s) = chs(size);
+    if u64::from(c) * u64::from(h) * u64::from(s) * 512 == size {
+        (c, h, s)
+    } else {
+        (65535, 16, 255)
+    }
+}
+
 /// Builds the footer of a fixed disk of `size` bytes with `unique_id`.
 pub fn fixed_footer(size: u64, unique_id: [u8; 16]) -> [u8; FOOTER_LEN] {
     footer(size, DiskType::Fixed, u64::MAX, unique_id)
@@ -134,7 +149,7 @@ pub(crate) fn footer(size: u64, kind: DiskType, data_offset: u64, unique_id: [u8
     f[36..40].copy_from_slice(b"Wi2k");
     f[40..48].copy_from_slice(&size.to_be_bytes());
     f[footer_off::CURRENT_SIZE..footer_off::CURRENT_SIZE + 8].copy_from_slice(&size.to_be_bytes());
-    let (c, h, s) = chs(size);
+    let (c, h, s) = footer_geometry(size);
     f[56..58].copy_from_slice(&c.to_be_bytes());
     f[58] = h;
     f[59] = s;
@@ -210,5 +225,9 @@ mod tests {
         assert_eq!(chs(40 << 20), (963, 5, 17));
         assert_eq!(chs(127 << 30), (65278, 16, 255));
         assert_eq!(chs(u64::MAX), (65535, 16, 255));
+        // 40 MiB is not a whole number of 963x5x17 tracks: the footer says "use current_size".
+        assert_eq!(footer_geometry(40 << 20), (65535, 16, 255));
+        // 17 sectors x 4 heads x 1000 cylinders is exact.
+        assert_eq!(footer_geometry(1000 * 4 * 17 * 512), (1000, 4, 17));
     }
 }

@@ -14,8 +14,9 @@
 //! and may stay holes).
 //!
 //! As for fixed disks, the size is rounded up to a whole MiB and stored
-//! exactly in `current_size`; the creator is `v2x `, which tells qemu to use
-//! `current_size` rather than the CHS geometry. The timestamp is zero and the
+//! exactly in `current_size`, with a geometry that never contradicts it
+//! (`write::footer_geometry`), so qemu 7.2 and 10 and Hyper-V agree on the
+//! size. The timestamp is zero and the
 //! unique ID is derived from the size and the data, so output is deterministic.
 
 use crate::block::is_zero;

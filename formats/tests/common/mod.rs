@@ -175,7 +175,13 @@ pub fn qemu_map(path: &Path) -> Vec<QemuExtent> {
             present: e["present"].as_bool().unwrap(),
             zero: e["zero"].as_bool().unwrap(),
             data: e["data"].as_bool().unwrap(),
-            compressed: e["compressed"].as_bool().unwrap_or(false),
+            // qemu 8+ says "compressed"; qemu 7.2 omits the key and gives a
+            // compressed cluster no host "offset".
+            compressed: e["compressed"].as_bool().unwrap_or_else(|| {
+                e["data"].as_bool() == Some(true)
+                    && e["present"].as_bool() == Some(true)
+                    && e.get("offset").is_none()
+            }),
         })
         .collect()
 }
