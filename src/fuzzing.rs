@@ -79,10 +79,12 @@ fn exercise_fs(kind: FsKind, data: &[u8]) {
         return;
     };
     let _ = (fs.label(), fs.uuid(), fs.kind_name(), fs.notes());
-    walk(fs.as_ref());
+    walk(fs.as_ref(), FS_WALK_READ);
 }
 
-fn walk(fs: &dyn Filesystem) {
+/// Visits up to [`FS_WALK_ENTRIES`] objects of `fs`, reading up to
+/// `read_len` bytes of each file. Shared by the filesystem fuzz targets.
+pub(crate) fn walk(fs: &dyn Filesystem, read_len: u64) {
     let mut todo = vec!["/".to_string()];
     let mut visited = 0;
     while let Some(dir) = todo.pop() {
@@ -101,7 +103,7 @@ fn walk(fs: &dyn Filesystem) {
             match e.file_type {
                 FileType::Dir => todo.push(path),
                 FileType::File => {
-                    let _ = fs.read_range(&path, 0, FS_WALK_READ);
+                    let _ = fs.read_range(&path, 0, read_len);
                 }
                 FileType::Symlink => {
                     let _ = fs.read_link(&path);

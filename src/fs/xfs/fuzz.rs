@@ -2,16 +2,13 @@
 //! volume, opened as XFS and walked with a budget.
 
 use super::Xfs;
-use crate::fs::{FileType, Filesystem};
+use crate::fs::Filesystem;
 use std::sync::Arc;
 use v2x_formats::block::{check_range, BlockSource, Extent, ExtentKind, ImageInfo};
 use v2x_formats::Result;
 
 /// Size of the volume a fuzz input is the prefix of (the seeds' filesystems are 16 MiB).
 const VOLUME: u64 = 16 << 20;
-/// Most objects visited per input.
-const BUDGET: usize = 256;
-
 /// `data` followed by zeros up to [`VOLUME`] bytes.
 pub(super) struct ZeroExtended(pub(super) Vec<u8>);
 
@@ -47,51 +44,5 @@ pub fn walk(data: &[u8]) {
         return;
     };
     let _ = (fs.label(), fs.uuid());
-    let mut todo = vec!["/".to_string()];
-    let mut seen = 0usize;
-    while let Some(dir) = todo.pop() {
-        let Ok(entries) = fs.read_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            seen += 1;
-            if seen > BUDGET {
-                return;
-            }
-            let path = if dir == "/" {
-                format!("/{}", e.name)
-            } else {
-                format!("{dir}/{}", e.name)
-            };
-            let _ = fs.lstat(&path);
-            match e.file_type {
-                FileType::Dir => todo.push(path),
-                FileType::File => {
-                    let _ = fs.read_range(&path, 0, 1 << 20);
-                }
-                FileType::Symlink => {
-                    let _ = fs.read_link(&path);
-                }
-                FileType::Other => {}
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The committed seeds are real filesystems, so the fuzzer starts deep.
-    #[test]
-    fn seeds_open_and_read() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/xfs");
-        for name in ["small-v4", "small-v5"] {
-            let data = std::fs::read(dir.join(name)).unwrap();
-            let fs = Xfs::open(Arc::new(ZeroExtended(data))).unwrap();
-            assert_eq!(fs.read_file("/etc/hostname", 100).unwrap(), b"hello\n");
-            assert_eq!(fs.read_link("/etc/link").unwrap(), "../etc/hostname");
-            assert_eq!(fs.read_dir("/d").unwrap().len(), 3);
-        }
-    }
+    crate::fuzzing::walk(&fs, 1 << 20);
 }
