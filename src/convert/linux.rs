@@ -7,9 +7,8 @@ use super::devnames::{self, NewName, Syntax};
 use super::plan::{Edit, EditPlan, Step};
 use super::virtio_initramfs::{self, Payload, VirtioRules};
 use crate::fs::guest::GuestRoot;
-use crate::guest::inspect::spec::parse_disk_device;
+use crate::guest::inspect::spec::{self, parse_disk_device};
 use crate::guest::inspect::Storage;
-use crate::volume::{Content, VolumeKind};
 use v2x_formats::{Error, Result};
 
 /// Largest config file we rewrite.
@@ -66,25 +65,8 @@ pub fn storage_lookup(storage: &Storage) -> impl Fn(&str) -> Option<NewName> + '
         if disk >= storage.disks.len() {
             return None;
         }
-        let uuid = storage
-            .volumes
-            .volumes
-            .iter()
-            .zip(&storage.filesystems)
-            .find(|(v, _)| {
-                v.disk == disk
-                    && match (&v.kind, part) {
-                        (VolumeKind::Partition { number, .. }, Some(p)) => *number == p,
-                        (VolumeKind::WholeDisk, None) => true,
-                        _ => false,
-                    }
-            })
-            .and_then(|(v, fs)| match (fs, &v.content) {
-                (Some(fs), _) => fs.uuid(),
-                (None, Content::Swap { uuid, .. }) => uuid.clone(),
-                (None, Content::Luks { uuid, .. }) => Some(uuid.clone()),
-                _ => None,
-            });
+        let cands = storage.candidates();
+        let uuid = spec::resolve(dev, &cands).and_then(|i| cands[i].uuid());
         Some(NewName {
             uuid,
             virtio: devnames::virtio_name(disk, part),
@@ -144,13 +126,18 @@ fn expand(tree: &GuestRoot, pattern: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Rewrites `/dev/sdX`-style names in fstab, crypttab, grub and BLS files.
-pub fn device_names_step(storage: &Storage, tree: &GuestRoot) -> Result<Step> {
-    let lookup = storage_lookup(storage);
+/// Rewrites every existing file that `files` names (globs allowed), each real
+/// path once even when several names lead to it: `rewrite` gets the real
+/// path, the file's syntax tag and its text, and returns the new text when
+/// it changes anything.
+fn rewrite_configs<T: Copy>(
+    tree: &GuestRoot,
+    files: &[(&str, T)],
+    mut rewrite: impl FnMut(&str, T, &str) -> Option<String>,
+) -> Result<Vec<Edit>> {
     let mut edits = Vec::new();
-    let mut notes = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    for (pattern, syntax) in DEVICE_NAME_FILES {
+    for (pattern, tag) in files {
         for path in expand(tree, pattern)? {
             // A symlinked config (grub.cfg -> ../boot/grub/grub.cfg) is edited once, at its real path.
             let real = tree.resolve(&path, true)?.guest_path;
@@ -158,12 +145,7 @@ pub fn device_names_step(storage: &Storage, tree: &GuestRoot) -> Result<Step> {
                 continue;
             }
             let old = tree.read_file_max(&real, MAX_CONFIG)?;
-            let text = String::from_utf8_lossy(&old);
-            let (new, changes) = devnames::rewrite(&text, *syntax, &lookup);
-            for c in &changes {
-                notes.push(format!("{real}:{}: {} -> {}", c.line, c.from, c.to));
-            }
-            if !changes.is_empty() {
+            if let Some(new) = rewrite(&real, *tag, &String::from_utf8_lossy(&old)) {
                 edits.push(Edit::WriteFile {
                     path: real,
                     old: Some(old),
@@ -173,6 +155,20 @@ pub fn device_names_step(storage: &Storage, tree: &GuestRoot) -> Result<Step> {
             }
         }
     }
+    Ok(edits)
+}
+
+/// Rewrites `/dev/sdX`-style names in fstab, crypttab, grub and BLS files.
+pub fn device_names_step(storage: &Storage, tree: &GuestRoot) -> Result<Step> {
+    let lookup = storage_lookup(storage);
+    let mut notes = Vec::new();
+    let mut edits = rewrite_configs(tree, DEVICE_NAME_FILES, |real, syntax, text| {
+        let (new, changes) = devnames::rewrite(text, syntax, &lookup);
+        for c in &changes {
+            notes.push(format!("{real}:{}: {} -> {}", c.line, c.from, c.to));
+        }
+        (!changes.is_empty()).then_some(new)
+    })?;
     for path in GRUBENV_FILES {
         if !tree.exists(path)? {
             continue;
@@ -283,25 +279,8 @@ pub fn rewrite_console(text: &str) -> Option<String> {
 
 /// Points Xen/Hyper-V serial consoles at ttyS0.
 pub fn console_step(tree: &GuestRoot) -> Result<Step> {
-    let mut edits = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for pattern in CMDLINE_FILES {
-        for path in expand(tree, pattern)? {
-            let real = tree.resolve(&path, true)?.guest_path;
-            if !seen.insert(real.clone()) {
-                continue;
-            }
-            let old = tree.read_file_max(&real, MAX_CONFIG)?;
-            if let Some(new) = rewrite_console(&String::from_utf8_lossy(&old)) {
-                edits.push(Edit::WriteFile {
-                    path: real,
-                    old: Some(old),
-                    new: new.into_bytes(),
-                    mode: 0o644,
-                });
-            }
-        }
-    }
+    let files: Vec<(&str, ())> = CMDLINE_FILES.iter().map(|p| (*p, ())).collect();
+    let edits = rewrite_configs(tree, &files, |_, (), text| rewrite_console(text))?;
     Ok(Step {
         id: "console".into(),
         summary: "serial console hvc0/xvc0 becomes ttyS0".into(),

@@ -15,7 +15,9 @@ pub struct Candidate<'a> {
 }
 
 impl Candidate<'_> {
-    fn uuid(&self) -> Option<String> {
+    /// The UUID a guest would name this volume by: the filesystem's, else a
+    /// swap or LUKS header's.
+    pub fn uuid(&self) -> Option<String> {
         if let Some(fs) = self.fs {
             return fs.uuid();
         }
