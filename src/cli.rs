@@ -2,6 +2,7 @@
 //! completions are generated from these types, so they are the one source of
 //! truth for flags and help text.
 
+use crate::convert::guest::RootChoice;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -198,6 +199,18 @@ pub struct ConvertArgs {
     /// Worker threads for reading and compressing (default: number of CPUs).
     #[arg(short = 'j', long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Inspect the guest and print the edit plan (every file changed, with
+    /// diffs of text files), then exit without writing anything.
+    #[arg(long, conflicts_with = "no_convert")]
+    pub dry_run: bool,
+    /// Copy the disk only: no inspection and no guest changes.
+    #[arg(long)]
+    pub no_convert: bool,
+    /// Which operating system to convert when the disks hold several: `first`
+    /// (the best-ranked root, the default) or the root's volume (sda2,
+    /// /dev/sda2, vg/root, /dev/mapper/vg-root). v2x never prompts.
+    #[arg(long, value_name = "first|DEVICE", default_value = "first")]
+    pub root: RootChoice,
     /// How the source is opened.
     #[command(flatten)]
     pub source: SourceArgs,

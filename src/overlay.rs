@@ -84,7 +84,12 @@ impl Overlay {
             let block = off / BLOCK;
             let in_block = (off % BLOCK) as usize;
             let n = (BLOCK as usize - in_block).min(data.len() - pos);
-            let mut buf = self.read_block(block)?;
+            // A whole block needs no read of what it replaces.
+            let mut buf = if n == BLOCK as usize {
+                vec![0u8; BLOCK as usize]
+            } else {
+                self.read_block(block)?
+            };
             buf[in_block..in_block + n].copy_from_slice(&data[pos..pos + n]);
             self.store_block(block, buf)?;
             pos += n;
@@ -237,6 +242,10 @@ impl BlockSource for Overlay {
 
     fn info(&self) -> ImageInfo {
         self.base.info()
+    }
+
+    fn write_through(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_at(offset, data)
     }
 }
 

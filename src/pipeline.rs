@@ -4,6 +4,7 @@
 
 use crate::cli::{CompareArgs, ConvertArgs, InfoArgs, InspectArgs, OutputFormatArg};
 use crate::compare::{compare, Verdict};
+use crate::convert::guest::{self, Prepared};
 use crate::copy::{copy, CopyOptions, CopyStats};
 use crate::exit::{self, Refused};
 use crate::guest::inspect::Disk;
@@ -13,6 +14,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use v2x_formats::block::{BlockSource, ExtentKind, ImageInfo};
 use v2x_formats::{create_writer, OutputFormat};
 
@@ -39,11 +41,13 @@ pub fn convert(args: &ConvertArgs) -> Result<u8> {
 
 fn convert_inner(args: &ConvertArgs, mode: Mode) -> Result<u8> {
     // Stage: open. The source is only ever opened read-only.
-    let src = open_source(&args.input, &args.source, args.source_format)?;
+    let src: Arc<dyn BlockSource> = Arc::from(open_source(&args.input, &args.source, args.source_format)?);
     let info = src.info();
     let out_format = output_format(args);
     let wopts = write_options(&args.options, args.compress)?;
-    check_output(&args.input, &args.output, args.force)?;
+    if !args.dry_run {
+        check_output(&args.input, &args.output, args.force)?;
+    }
 
     let reporter = Reporter::new(mode, src.size());
     reporter.event(
@@ -51,11 +55,45 @@ fn convert_inner(args: &ConvertArgs, mode: Mode) -> Result<u8> {
         json!({
             "input": args.input, "input_format": info.format, "output": args.output,
             "output_format": out_format.name(), "virtual_size": src.size(),
+            "dry_run": args.dry_run, "convert": !args.no_convert,
         }),
     );
     for note in &info.notes {
         reporter.warn(note);
     }
+
+    // Stages: volumes → filesystems → inspect → plan → apply, on an overlay.
+    let src = if args.no_convert {
+        src
+    } else {
+        let disks = vec![Disk {
+            path: args.input.display().to_string(),
+            format: info.format.clone(),
+            source: src,
+        }];
+        let prepared = guest::prepare(disks, &args.root).context("inspecting the guest")?;
+        report_plan(&reporter, &prepared);
+        if args.dry_run {
+            if mode != Mode::Json {
+                print_out(&prepared.plan.render())?;
+            }
+            return Ok(exit::OK);
+        }
+        let applied = guest::apply(&prepared).context("converting the guest")?;
+        for (id, n) in &applied.steps {
+            reporter.event("step", json!({"id": id, "edits": n}));
+        }
+        if !applied.steps.is_empty() {
+            let edited: u64 = prepared.overlays.iter().map(|o| o.edited_blocks() as u64).sum();
+            reporter.say(&format!(
+                "guest converted: {} edits in {} steps ({} of disk blocks changed)",
+                prepared.plan.edit_count(),
+                applied.steps.len(),
+                human_bytes(edited * crate::overlay::BLOCK)
+            ));
+        }
+        prepared.overlays[0].clone() as Arc<dyn BlockSource>
+    };
 
     // Stage: copy, into a temporary file beside the output.
     let tmp = temp_output(&args.output)?;
@@ -77,6 +115,50 @@ fn convert_inner(args: &ConvertArgs, mode: Mode) -> Result<u8> {
     reporter.finish();
     report_done(&reporter, args, &info, out_format, &stats);
     Ok(exit::OK)
+}
+
+/// Reports the chosen root and the plan: a JSON `plan` event, or a short
+/// human summary (the full plan with diffs is `--dry-run`'s output).
+fn report_plan(r: &Reporter, p: &Prepared) {
+    for n in &p.notes {
+        r.warn(n);
+    }
+    let root = p.root.as_ref().map(|root| {
+        json!({
+            "volume": root.volume, "os_type": root.os_type, "distro": root.distro,
+            "version": root.version, "product_name": root.product_name,
+            "firmware": root.firmware,
+        })
+    });
+    r.event("plan", json!({"root": root, "steps": p.plan.steps}));
+    if let Some(root) = &p.root {
+        let name = root
+            .product_name
+            .clone()
+            .or_else(|| {
+                root.distro
+                    .clone()
+                    .map(|d| format!("{d} {}", root.version.clone().unwrap_or_default()))
+            })
+            .unwrap_or_else(|| root.os_type.clone());
+        r.say(&format!(
+            "guest: {} on {} ({})",
+            name.trim(),
+            root.volume,
+            root.firmware
+        ));
+    }
+    for step in &p.plan.steps {
+        r.say(&format!(
+            "  {}: {} ({} edits)",
+            step.id,
+            step.summary,
+            step.edits.len()
+        ));
+        for n in &step.notes {
+            r.say(&format!("    {n}"));
+        }
+    }
 }
 
 fn output_format(args: &ConvertArgs) -> OutputFormat {

@@ -66,6 +66,18 @@ pub trait BlockSource: Send + Sync {
 
     /// Describes the image for `v2x info`.
     fn info(&self) -> ImageInfo;
+
+    /// Writes guest bytes at `offset`. Image readers never write (sources
+    /// are opened read-only) and refuse; only a copy-on-write layer over a
+    /// source (v2x's overlay) and views of one (partitions, logical
+    /// volumes) accept writes, which land in that layer.
+    fn write_through(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let _ = (offset, data);
+        Err(Error::unsupported(format!(
+            "{} is read-only (writes go through a copy-on-write overlay)",
+            self.info().path
+        )))
+    }
 }
 
 /// What `v2x info` shows about one image (and, through `backing`, its chain).
@@ -185,6 +197,9 @@ impl<T: BlockSource + ?Sized> BlockSource for Box<T> {
     fn info(&self) -> ImageInfo {
         (**self).info()
     }
+    fn write_through(&self, offset: u64, data: &[u8]) -> Result<()> {
+        (**self).write_through(offset, data)
+    }
 }
 
 impl<T: BlockSource + ?Sized> BlockSource for std::sync::Arc<T> {
@@ -199,6 +214,9 @@ impl<T: BlockSource + ?Sized> BlockSource for std::sync::Arc<T> {
     }
     fn info(&self) -> ImageInfo {
         (**self).info()
+    }
+    fn write_through(&self, offset: u64, data: &[u8]) -> Result<()> {
+        (**self).write_through(offset, data)
     }
 }
 
@@ -255,6 +273,10 @@ impl BlockSource for SubRange {
         info.path = self.name.clone();
         info.virtual_size = self.len;
         info
+    }
+    fn write_through(&self, offset: u64, data: &[u8]) -> Result<()> {
+        check_range(self.len, offset, data.len() as u64)?;
+        self.inner.write_through(self.offset + offset, data)
     }
 }
 

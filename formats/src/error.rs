@@ -83,6 +83,26 @@ impl Error {
         Error::NotFound(what.to_string())
     }
 
+    /// Prefixes `ctx` ("/boot on sda1: ") to the message, keeping the kind
+    /// (a capped quantity keeps its fixed name).
+    pub fn context_msg(self, ctx: &str) -> Self {
+        match self {
+            Error::Io { context, source } => Error::Io {
+                context: format!("{ctx}: {context}"),
+                source,
+            },
+            Error::Corrupt { what, offset } => Error::Corrupt {
+                what: format!("{ctx}: {what}"),
+                offset,
+            },
+            Error::Unsupported(m) => Error::Unsupported(format!("{ctx}: {m}")),
+            Error::Denied(m) => Error::Denied(format!("{ctx}: {m}")),
+            Error::Invalid(m) => Error::Invalid(format!("{ctx}: {m}")),
+            Error::NotFound(m) => Error::NotFound(format!("{ctx}: {m}")),
+            e @ Error::LimitExceeded { .. } => e,
+        }
+    }
+
     /// Short stable name of the kind, used in JSON events and exit-code mapping.
     pub fn kind_name(&self) -> &'static str {
         match self {

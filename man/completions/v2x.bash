@@ -117,7 +117,7 @@ _v2x() {
             return 0
             ;;
         v2x__subcmd__convert)
-            opts="-f -O -o -c -p -q -j -h --source-format --output-format --option --compress --progress --json --quiet --force --sync --threads --allow-backing --no-backing --max-chain-depth --allow-external-data --help"
+            opts="-f -O -o -c -p -q -j -h --source-format --output-format --option --compress --progress --json --quiet --force --sync --threads --dry-run --no-convert --root --allow-backing --no-backing --max-chain-depth --allow-external-data --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -160,6 +160,10 @@ _v2x() {
                     return 0
                     ;;
                 -j)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

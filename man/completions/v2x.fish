@@ -47,6 +47,7 @@ complete -c v2x -n "__fish_v2x_using_subcommand convert" -s o -l option -d 'Outp
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s c -l compress -d 'Compress the output (qcow2): `-c`, or `--compress=ALG`. ALG defaults to `-o compression_type`, else zlib' -r -f -a "zlib\t'Deflate; readable by every qemu'
 zstd\t'Zstandard; needs qemu 5.1 or later to read'"
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s j -l threads -d 'Worker threads for reading and compressing (default: number of CPUs)' -r
+complete -c v2x -n "__fish_v2x_using_subcommand convert" -l root -d 'Which operating system to convert when the disks hold several: `first` (the best-ranked root, the default) or the root\'s volume (sda2, /dev/sda2, vg/root, /dev/mapper/vg-root). v2x never prompts' -r
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l allow-backing -d 'Allow backing files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l max-chain-depth -d 'Deepest backing chain to follow' -r
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s p -l progress -d 'Show a progress bar (a plain progress line when standard error is not a terminal)'
@@ -54,6 +55,8 @@ complete -c v2x -n "__fish_v2x_using_subcommand convert" -l json -d 'Print one J
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s q -l quiet -d 'Print nothing but errors'
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l force -d 'Replace OUTPUT if it exists'
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l sync -d 'fsync the output (and its directory) before and after the final rename, so the image survives a power loss. Off by default, as with qemu-img and cp'
+complete -c v2x -n "__fish_v2x_using_subcommand convert" -l dry-run -d 'Inspect the guest and print the edit plan (every file changed, with diffs of text files), then exit without writing anything'
+complete -c v2x -n "__fish_v2x_using_subcommand convert" -l no-convert -d 'Copy the disk only: no inspection and no guest changes'
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l no-backing -d 'Refuse images that need a backing file'
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l allow-external-data -d 'Allow qcow2 images whose data lives in an external data file'
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'

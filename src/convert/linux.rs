@@ -2,13 +2,18 @@
 //! `*_step` function reads the guest (never writes) and returns a
 //! [`Step`](super::plan::Step); [`plan`] runs them in order.
 
-use super::cpio::{append_padding, ArchiveTree};
+use super::cpio::{append_padding, ArchiveTree, Node};
 use super::devnames::{self, NewName, Syntax};
 use super::plan::{Edit, EditPlan, Step};
 use super::virtio_initramfs::{self, Payload, VirtioRules};
+use super::{firstboot, linux_services};
 use crate::fs::guest::GuestRoot;
+use crate::guest::initramfs::cpio::Entry;
+use crate::guest::initramfs::{self, GuestFile, Visitor};
 use crate::guest::inspect::spec::{self, parse_disk_device};
 use crate::guest::inspect::Storage;
+use crate::guest::linux::kernels::Kernel;
+use crate::guest::linux::LinuxInfo;
 use v2x_formats::{Error, Result};
 
 /// Largest config file we rewrite.
@@ -48,13 +53,71 @@ pub struct KernelRef {
     pub initramfs_tree: ArchiveTree,
 }
 
+/// Collects the paths (and symlink targets) of an initramfs into an [`ArchiveTree`].
+struct TreeCollector(ArchiveTree);
+
+impl Visitor for TreeCollector {
+    fn entry(&mut self, e: &Entry) -> Result<bool> {
+        if e.is_symlink() {
+            return Ok(true);
+        }
+        let node = if e.is_dir() { Node::Dir } else { Node::File };
+        self.0.insert(&e.path(), node);
+        Ok(false)
+    }
+    fn data(&mut self, e: &Entry, data: Vec<u8>) -> Result<()> {
+        let target = String::from_utf8_lossy(&data).into_owned();
+        self.0.insert(&e.path(), Node::Symlink(target));
+        Ok(())
+    }
+}
+
+/// The kernels of an inspected guest, each with the tree of its current
+/// initramfs (read again here, symlink targets included).
+pub fn kernel_refs(tree: &GuestRoot, kernels: &[Kernel]) -> Result<Vec<KernelRef>> {
+    let mut out = Vec::new();
+    for k in kernels {
+        // The module directory names the real version (Alpine's vmlinuz-lts).
+        let version = k
+            .modules_dir
+            .as_deref()
+            .and_then(|d| d.rsplit('/').next())
+            .unwrap_or(&k.version)
+            .to_string();
+        let mut collector = TreeCollector(ArchiveTree::new());
+        if let Some(initrd) = &k.initramfs {
+            let file = GuestFile::open(tree, initrd)?;
+            initramfs::walk(&file, initramfs::MAX_INITRAMFS_UNPACKED, &mut collector)
+                .map_err(|e| e.context_msg(initrd))?;
+        }
+        out.push(KernelRef {
+            version,
+            initramfs: k.initramfs.clone(),
+            initramfs_tree: collector.0,
+        });
+    }
+    Ok(out)
+}
+
 /// Builds the whole plan for a Linux root.
-pub fn plan(storage: &Storage, tree: &GuestRoot, kernels: &[KernelRef]) -> Result<EditPlan> {
+pub fn plan(
+    storage: &Storage,
+    tree: &GuestRoot,
+    info: &LinuxInfo,
+    kernels: &[KernelRef],
+) -> Result<EditPlan> {
+    let rules = VirtioRules::builtin();
     let mut plan = EditPlan::default();
     plan.push(device_names_step(storage, tree)?);
-    plan.push(initramfs_step(tree, kernels, &VirtioRules::builtin())?);
+    plan.push(initramfs_step(tree, kernels, &rules)?);
+    plan.push(linux_services::initramfs_config_step(tree, &rules)?);
+    let (tools, mut scripts) = linux_services::hypervisor_tools_step(tree, info)?;
+    plan.push(tools);
+    plan.push(linux_services::network_step(tree, info)?);
     plan.push(console_step(tree)?);
     plan.push(selinux_step(tree)?);
+    scripts.extend(linux_services::guest_agent_script(info));
+    plan.push(firstboot::step(tree, &scripts)?);
     Ok(plan)
 }
 

@@ -168,6 +168,32 @@ impl GuestRoot {
         })
     }
 
+    /// Where a file that may not exist yet would live: the parent directory
+    /// is resolved (symlinks followed, and it must exist); the last component
+    /// is kept as given. Returns the resolution and the last component.
+    pub fn resolve_new(&self, path: &str) -> Result<(Resolved, String)> {
+        let mut comps = components(path);
+        let name = comps
+            .pop()
+            .filter(|n| n != "." && n != "..")
+            .ok_or_else(|| Error::invalid(format!("'{path}' has no file name")))?;
+        let parent = self.resolve(&join(&comps), true)?;
+        let guest_path = if parent.guest_path == "/" {
+            format!("/{name}")
+        } else {
+            format!("{}/{name}", parent.guest_path)
+        };
+        let (mount, fs_path) = self.mount_for(&guest_path);
+        Ok((
+            Resolved {
+                guest_path,
+                mount,
+                fs_path,
+            },
+            name,
+        ))
+    }
+
     /// `stat`: follows symlinks.
     pub fn stat(&self, path: &str) -> Result<Metadata> {
         let r = self.resolve(path, true)?;

@@ -85,6 +85,24 @@ impl Device for OverlayRange {
     }
 }
 
+/// A volume (partition or logical volume) opened over the copy-on-write
+/// overlay: reads see earlier edits, writes land in the overlay through
+/// [`BlockSource::write_through`]. Over a plain image reader every write is
+/// refused, so the source can never be changed this way.
+pub struct VolumeDevice(pub Arc<dyn BlockSource>);
+
+impl Device for VolumeDevice {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.0.read_at(off, buf)
+    }
+    fn write_at(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.0.write_through(off, data)
+    }
+}
+
 /// A filesystem image file edited directly (tests, tools).
 pub struct FileDevice {
     file: std::fs::File,

@@ -181,7 +181,7 @@ pub struct MountReport {
 }
 
 /// One operating system found.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RootReport {
     /// 1 is the root `convert --root first` picks.
     pub rank: u32,
@@ -289,6 +289,33 @@ pub fn inspect_storage(storage: &Storage) -> Result<Inspection> {
         roots,
         warnings,
     })
+}
+
+/// The guest tree of an inspected root (`root.volume`, `root.subvolume`),
+/// with the filesystems its fstab names mounted, as inspection saw it.
+pub fn root_tree(storage: &Storage, root: &RootReport) -> Result<GuestRoot> {
+    let idx = storage
+        .volumes
+        .volumes
+        .iter()
+        .position(|v| v.name == root.volume)
+        .ok_or_else(|| v2x_formats::Error::not_found(format!("volume {}", root.volume)))?;
+    let fs = storage.filesystems[idx]
+        .as_ref()
+        .ok_or_else(|| v2x_formats::Error::not_found(format!("a filesystem on {}", root.volume)))?;
+    let tree_fs = root_candidates(fs)
+        .into_iter()
+        .find(|(sub, _)| sub.as_deref() == root.subvolume.as_deref())
+        .map(|(_, f)| f)
+        .ok_or_else(|| {
+            v2x_formats::Error::not_found(format!("subvolume {:?} on {}", root.subvolume, root.volume))
+        })?;
+    let mut tree = GuestRoot::new(tree_fs, root.volume.clone());
+    if root.os_type == os::OsKind::Linux.name() {
+        let (mut mounts, mut warnings) = (Vec::new(), Vec::new());
+        mount_fstab(storage, &mut tree, &mut mounts, &mut warnings)?;
+    }
+    Ok(tree)
 }
 
 fn fs_report(fs: &dyn Filesystem) -> FsReport {

@@ -241,4 +241,19 @@ impl BlockSource for LvSource {
             ..ImageInfo::default()
         }
     }
+
+    fn write_through(&self, offset: u64, data: &[u8]) -> Result<()> {
+        check_range(self.size, offset, data.len() as u64)?;
+        let mut done = 0usize;
+        while done < data.len() {
+            let off = offset + done as u64;
+            let (seg, area, pv_off, len) = self.locate(off, (data.len() - done) as u64);
+            let len = len as usize;
+            self.segments[seg].areas[area]
+                .0
+                .write_through(pv_off, &data[done..done + len])?;
+            done += len;
+        }
+        Ok(())
+    }
 }
