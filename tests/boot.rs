@@ -27,21 +27,28 @@ fn guest_dir() -> &'static Path {
     DIR.get_or_init(|| common::fixtures("gen-debian-guest.sh"))
 }
 
-/// Runs testdata/boot-test.sh on `image`; the guard serialises boots.
-fn boot(image: &str, format: &str, bus: &str) -> Output {
+/// Runs testdata/boot-test.sh on `image` (in the guest directory, or a
+/// path); the guard serialises boots. With `log`, the console is kept there.
+fn boot_with_log(image: &Path, format: &str, bus: &str, log: Option<&Path>) -> Output {
     let _guard = ONE_BOOT_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/boot-test.sh");
     let image = guest_dir().join(image);
-    common::tool(
-        "bash",
-        &[
-            script.to_str().unwrap(),
-            image.to_str().unwrap(),
-            format,
-            bus,
-            "1500",
-        ],
-    )
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args([
+        script.to_str().unwrap(),
+        image.to_str().unwrap(),
+        format,
+        bus,
+        "1500",
+    ]);
+    if let Some(log) = log {
+        cmd.env("V2X_BOOT_LOG", log);
+    }
+    cmd.output().expect("running testdata/boot-test.sh")
+}
+
+fn boot(image: &str, format: &str, bus: &str) -> Output {
+    boot_with_log(Path::new(image), format, bus, None)
 }
 
 fn text(out: &Output) -> String {
@@ -83,4 +90,106 @@ fn unconverted_guest_cannot_find_root_on_virtio() {
         "expected the initramfs to give up on the root device:\n{}",
         text(&out)
     );
+}
+
+/// `v2x convert` of the guest's VMDK (`name`) to qcow2 and raw, checked
+/// offline, then booted on virtio: the acceptance test of the Linux
+/// conversion. The raw output is only for the byte comparison.
+fn converted_guest_boots_on_virtio(name: &str) {
+    let dir = common::scratch(&format!("converted-{name}"));
+    let src = guest_dir().join(name);
+    let before = common::sha256_file(&src);
+    let qcow2 = dir.path().join("out.qcow2");
+    let o = common::v2x_ok(&[
+        "convert",
+        "--json",
+        src.to_str().unwrap(),
+        qcow2.to_str().unwrap(),
+    ]);
+    let planned = common::plan_paths(&o.stdout);
+    assert_eq!(common::sha256_file(&src), before, "conversion changed the source");
+    common::qemu_check(&qcow2);
+    for want in [
+        "/etc/fstab",
+        "/boot/grub/grub.cfg",
+        "/etc/systemd/network/20-vmnic.network",
+        "/etc/systemd/system/v2x-firstboot.service",
+    ] {
+        assert!(
+            planned.iter().any(|p| p == want),
+            "{want} not planned: {planned:?}"
+        );
+    }
+    assert!(
+        planned.iter().any(|p| p.starts_with("/boot/initrd.img-")),
+        "{planned:?}"
+    );
+
+    // Offline: e2fsck, and only planned files differ from the source.
+    let raw = dir.path().join("out.raw");
+    common::qemu_raw(&qcow2, &raw);
+    let part = 2048 * 512;
+    let dev = format!("{}?offset={part}", raw.display());
+    let fsck = common::tool("e2fsck", &["-fn", &dev]);
+    assert!(fsck.status.success(), "e2fsck -fn: {}", text(&fsck));
+    let size = std::fs::metadata(&raw).unwrap().len();
+    common::assert_only_planned_changes(
+        &guest_dir().join("guest.raw"),
+        &raw,
+        part,
+        size - part,
+        "/",
+        &planned,
+    );
+
+    // The boot: virtio disk and NIC, TCG.
+    let log = dir.path().join("console.log");
+    let out = boot_with_log(&qcow2, "qcow2", "virtio", Some(&log));
+    let console = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    assert!(
+        out.status.success(),
+        "converted guest did not boot on virtio:\n{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("V2X-BOOT-OK vmguest"), "{}", text(&out));
+    assert!(
+        console.contains("v2x-firstboot.service"),
+        "first-boot unit did not start:\n{console}"
+    );
+    // open-vm-tools is off (it never starts on QEMU anyway: its unit is
+    // conditioned on VMware, so this is checked on disk), and the NIC
+    // config no longer names the VMware MAC.
+    let wants = |img: &Path| {
+        let dev = format!("{}?offset={part}", img.display());
+        let o = common::tool_ok(
+            "debugfs",
+            &["-R", "ls /etc/systemd/system/multi-user.target.wants", &dev],
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(wants(&guest_dir().join("guest.raw")).contains("open-vm-tools.service"));
+    assert!(!wants(&raw).contains("open-vm-tools.service"), "{}", wants(&raw));
+    let nic = common::tool_ok(
+        "debugfs",
+        &["-R", "cat /etc/systemd/network/20-vmnic.network", &dev],
+    );
+    let nic = String::from_utf8_lossy(&nic.stdout);
+    assert!(
+        nic.contains("Name=en* eth*") && !nic.contains("MACAddress="),
+        "{nic}"
+    );
+}
+
+#[test]
+fn converted_sparse_vmdk_boots_on_virtio() {
+    if enabled() {
+        converted_guest_boots_on_virtio("guest-sparse.vmdk");
+    }
+}
+
+#[test]
+fn converted_stream_vmdk_boots_on_virtio() {
+    if enabled() {
+        converted_guest_boots_on_virtio("guest-stream.vmdk");
+    }
 }

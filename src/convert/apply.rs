@@ -9,6 +9,7 @@
 
 use super::plan::{Edit, EditPlan};
 use crate::fs::ext4w::{Ext4Writer, VolumeDevice};
+use crate::fs::fat::FatWriter;
 use crate::fs::guest::GuestRoot;
 use crate::fs::FsKind;
 use crate::guest::inspect::Storage;
@@ -84,29 +85,43 @@ pub fn apply(plan: &EditPlan, storage: &Storage, tree: &GuestRoot) -> Result<App
     }
 
     // 2. Open a writer for each touched mount; any refusal comes before writing.
-    let mut writers: BTreeMap<usize, Ext4Writer> = BTreeMap::new();
+    let mut writers: BTreeMap<usize, Writer> = BTreeMap::new();
     for t in &targets {
         if writers.contains_key(&t.mount) {
             continue;
         }
         let m = &tree.mounts()[t.mount];
-        if m.fs.kind() != FsKind::Ext {
-            return Err(Error::unsupported(format!(
-                "{} ({} on {}) would need an edit of {}, and v2x writes only ext2/3/4",
-                m.at,
-                m.fs.kind_name(),
-                m.volume,
-                t.edit.path()
-            )));
-        }
         let vol = storage
             .volumes
             .volumes
             .iter()
             .find(|v| v.name == m.volume)
             .ok_or_else(|| Error::not_found(format!("volume {} of mount {}", m.volume, m.at)))?;
-        let w = Ext4Writer::open(Box::new(VolumeDevice(vol.source.clone())))
-            .map_err(|e| e.context_msg(&format!("{} on {}", m.at, m.volume)))?;
+        let ctx = format!("{} on {}", m.at, m.volume);
+        let w = match m.fs.kind() {
+            FsKind::Ext => Writer::Ext(Box::new(
+                Ext4Writer::open(Box::new(VolumeDevice(vol.source.clone())))
+                    .map_err(|e| e.context_msg(&ctx))?,
+            )),
+            FsKind::Fat => Writer::Fat(FatWriter::open(vol.source.clone()).map_err(|e| e.context_msg(&ctx))?),
+            _ => {
+                return Err(Error::unsupported(format!(
+                    "{} ({} on {}) would need an edit of {}, and v2x writes only ext2/3/4 and FAT",
+                    m.at,
+                    m.fs.kind_name(),
+                    m.volume,
+                    t.edit.path()
+                )))
+            }
+        };
+        if let (Writer::Fat(_), e) = (&w, t.edit) {
+            if !matches!(e, Edit::WriteFile { .. } | Edit::Mkdir { .. }) {
+                return Err(Error::unsupported(format!(
+                    "{}: on FAT v2x only writes files and makes directories",
+                    e.path()
+                )));
+            }
+        }
         writers.insert(t.mount, w);
     }
 
@@ -117,12 +132,30 @@ pub fn apply(plan: &EditPlan, storage: &Storage, tree: &GuestRoot) -> Result<App
         for _ in &step.edits {
             let t = &targets[i];
             i += 1;
-            let w = writers.get_mut(&t.mount).expect("writer opened above");
-            apply_one(w, t).map_err(|e| e.context_msg(&format!("{} {}", step.id, t.edit.path())))?;
+            let ctx = format!("{} {}", step.id, t.edit.path());
+            match writers.get_mut(&t.mount).expect("writer opened above") {
+                Writer::Ext(w) => apply_one(w, t),
+                Writer::Fat(w) => apply_fat(w, t),
+            }
+            .map_err(|e| e.context_msg(&ctx))?;
         }
         applied.steps.push((step.id.clone(), step.edits.len()));
     }
     Ok(applied)
+}
+
+/// The writer of one mounted filesystem.
+enum Writer {
+    Ext(Box<Ext4Writer>),
+    Fat(FatWriter),
+}
+
+fn apply_fat(w: &FatWriter, t: &Target) -> Result<()> {
+    match t.edit {
+        Edit::WriteFile { new, .. } => w.write_file(&t.fs_path, new),
+        Edit::Mkdir { .. } => w.mkdir(&t.fs_path),
+        e => Err(Error::unsupported(format!("{}: not a FAT operation", e.path()))),
+    }
 }
 
 fn apply_one(w: &mut Ext4Writer, t: &Target) -> Result<()> {

@@ -84,7 +84,7 @@ pub fn prepare(disks: Vec<Disk>, choice: &RootChoice) -> Result<Prepared> {
                 },
             )?;
             let kernels = linux::kernel_refs(&tree, &info.kernels)?;
-            linux::plan(&storage, &tree, &info, &kernels)?
+            linux::plan(&storage, &tree, &info, &kernels, &r.firmware)?
         }
         Some(r) => {
             notes.push(format!(

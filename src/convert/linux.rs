@@ -6,7 +6,7 @@ use super::cpio::{append_padding, ArchiveTree, Node};
 use super::devnames::{self, NewName, Syntax};
 use super::plan::{Edit, EditPlan, Step};
 use super::virtio_initramfs::{self, Payload, VirtioRules};
-use super::{firstboot, linux_services};
+use super::{firstboot, linux_services, uefi};
 use crate::fs::guest::GuestRoot;
 use crate::guest::initramfs::cpio::Entry;
 use crate::guest::initramfs::{self, GuestFile, Visitor};
@@ -99,12 +99,14 @@ pub fn kernel_refs(tree: &GuestRoot, kernels: &[Kernel]) -> Result<Vec<KernelRef
     Ok(out)
 }
 
-/// Builds the whole plan for a Linux root.
+/// Builds the whole plan for a Linux root. `firmware` is inspection's
+/// verdict ("uefi" or "bios").
 pub fn plan(
     storage: &Storage,
     tree: &GuestRoot,
     info: &LinuxInfo,
     kernels: &[KernelRef],
+    firmware: &str,
 ) -> Result<EditPlan> {
     let rules = VirtioRules::builtin();
     let mut plan = EditPlan::default();
@@ -116,6 +118,11 @@ pub fn plan(
     plan.push(linux_services::network_step(tree, info)?);
     plan.push(console_step(tree)?);
     plan.push(selinux_step(tree)?);
+    if firmware == "uefi" {
+        let arch = info.arch.as_deref().unwrap_or("x86_64");
+        let distro = info.os.as_ref().map(|o| o.id.as_str());
+        plan.push(uefi::fallback_step(tree, arch, distro)?);
+    }
     scripts.extend(linux_services::guest_agent_script(info));
     plan.push(firstboot::step(tree, &scripts)?);
     Ok(plan)
@@ -280,7 +287,15 @@ pub fn initramfs_step(tree: &GuestRoot, kernels: &[KernelRef], rules: &VirtioRul
         };
         match virtio_initramfs::payload(tree, &k.version, &k.initramfs_tree, rules)? {
             Payload::Skip(why) => notes.push(format!("kernel {}: {why}", k.version)),
-            Payload::Append { archive, modules, .. } => {
+            Payload::Append {
+                archive,
+                modules,
+                missing,
+                ..
+            } => {
+                if !missing.is_empty() {
+                    notes.push(format!("kernel {}: has no {}", k.version, missing.join(", ")));
+                }
                 let size = tree.stat(initrd)?.size;
                 let mut data = vec![0u8; append_padding(size)];
                 data.extend_from_slice(&archive);

@@ -11,4 +11,5 @@ pub mod kmod_index;
 pub mod linux;
 pub mod linux_services;
 pub mod plan;
+pub mod uefi;
 pub mod virtio_initramfs;

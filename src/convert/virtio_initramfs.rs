@@ -34,8 +34,10 @@ pub struct VirtioRules {
 pub struct InitramfsRules {
     /// Top-level modules to add.
     pub modules: Vec<String>,
-    /// Modules that must be built in or present for a kernel to be left alone.
+    /// Modules the kernel must have (built in or as modules).
     pub required: Vec<String>,
+    /// Disk drivers, of which the kernel must have at least one.
+    pub disk: Vec<String>,
     /// Module index files copied unchanged.
     pub copy_index_files: Vec<String>,
 }
@@ -127,6 +129,8 @@ pub enum Payload {
         modules: Vec<String>,
         /// Index files copied.
         index_files: Vec<String>,
+        /// Wanted drivers this kernel does not have at all.
+        missing: Vec<String>,
     },
 }
 
@@ -152,10 +156,26 @@ pub fn payload(root: &GuestRoot, kver: &str, original: &ArchiveTree, rules: &Vir
             .unwrap_or(false)
             || original.contains(&p)
     };
+    let have = |m: &String| builtin.contains(m) || deps.path(m).is_some();
+    let missing: Vec<String> = rules
+        .initramfs
+        .required
+        .iter()
+        .chain(&rules.initramfs.disk)
+        .filter(|m| !have(m))
+        .cloned()
+        .collect();
+    if rules.initramfs.required.iter().any(|m| !have(m)) || !rules.initramfs.disk.iter().any(have) {
+        return Err(Error::unsupported(format!(
+            "kernel {kver} lacks virtio drivers {missing:?} (neither built in nor modules), so it could not find its disk on virtio"
+        )));
+    }
     let ready = rules
         .initramfs
         .required
         .iter()
+        .chain(&rules.initramfs.disk)
+        .filter(|m| have(m))
         .all(|m| builtin.contains(m) || deps.path(m).is_some_and(in_initramfs));
     if ready {
         return Ok(Payload::Skip(
@@ -166,21 +186,9 @@ pub fn payload(root: &GuestRoot, kver: &str, original: &ArchiveTree, rules: &Vir
         .initramfs
         .modules
         .iter()
-        .filter(|m| !builtin.contains(*m))
+        .filter(|m| !builtin.contains(*m) && deps.path(m).is_some())
         .cloned()
         .collect();
-    let missing: Vec<&String> = rules
-        .initramfs
-        .required
-        .iter()
-        .filter(|m| !builtin.contains(*m) && deps.path(m).is_none())
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::unsupported(format!(
-            "kernel {kver} has no virtio driver {:?} (neither built in nor a module)",
-            missing
-        )));
-    }
     let mut w = CpioWriter::new(0);
     let mut modules = Vec::new();
     for path in deps.closure(&wanted)? {
@@ -258,6 +266,7 @@ pub fn payload(root: &GuestRoot, kver: &str, original: &ArchiveTree, rules: &Vir
         archive: w.finish(),
         modules,
         index_files,
+        missing,
     })
 }
 
@@ -331,6 +340,7 @@ kernel/net/core/failover.ko.xz:\n",
             modules,
             index_files,
             archive,
+            ..
         } = p
         else {
             panic!("expected an archive")

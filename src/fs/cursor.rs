@@ -22,6 +22,7 @@ pub struct SourceCursor {
     cache_at: u64,
     cache: Vec<u8>,
     budget: u64,
+    writable: bool,
 }
 
 impl SourceCursor {
@@ -33,6 +34,17 @@ impl SourceCursor {
             cache_at: u64::MAX,
             cache: Vec::new(),
             budget,
+            writable: false,
+        }
+    }
+
+    /// A cursor whose writes go to `source` through
+    /// [`BlockSource::write_through`] (only an overlay, or a view of one,
+    /// accepts them).
+    pub fn writable(source: Arc<dyn BlockSource>, budget: u64) -> Self {
+        Self {
+            writable: true,
+            ..Self::new(source, budget)
         }
     }
 
@@ -89,13 +101,29 @@ impl Seek for SourceCursor {
     }
 }
 
-/// Writes always fail: guest filesystems are opened read-only.
+/// Writes fail unless the cursor was made [`SourceCursor::writable`]: guest
+/// filesystems are read-only except through the conversion overlay.
 impl Write for SourceCursor {
-    fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "guest filesystem is opened read-only",
-        ))
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.writable {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "guest filesystem is opened read-only",
+            ));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.source
+            .write_through(self.pos, buf)
+            .map_err(io::Error::other)?;
+        // The cached block may hold what was just overwritten.
+        let end = self.pos + buf.len() as u64;
+        if self.cache_at != u64::MAX && self.cache_at < end && self.pos < self.cache_at + CACHE_BLOCK {
+            self.cache_at = u64::MAX;
+        }
+        self.pos = end;
+        Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -115,6 +115,191 @@ impl FatFs {
     }
 }
 
+/// Largest file [`FatWriter::write_file`] writes (a boot loader is a few MiB).
+pub const MAX_WRITE: usize = 64 << 20;
+
+/// Edits a FAT filesystem (an EFI System Partition) for conversion: makes
+/// directories and writes files, through a writable cursor over a volume of
+/// the copy-on-write overlay. Each operation mounts, writes and unmounts, so
+/// the boot sector's dirty flag and FSInfo are left consistent.
+pub struct FatWriter {
+    source: Arc<dyn BlockSource>,
+    budget: u64,
+}
+
+impl FatWriter {
+    /// Checks the boot sector of `source`; a filesystem marked dirty is refused.
+    pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
+        let ro = FatFs::open(source.clone())?;
+        if ro.dirty {
+            return Err(Error::unsupported(
+                "the FAT filesystem is marked dirty (not cleanly unmounted); run fsck.vfat on it first",
+            ));
+        }
+        Ok(Self {
+            budget: ro.budget,
+            source,
+        })
+    }
+
+    fn mount(&self, path: &str) -> Result<fatfs::FileSystem<SourceCursor>> {
+        let cursor = SourceCursor::writable(self.source.clone(), self.budget);
+        let opts = fatfs::FsOptions::new().update_accessed_date(false);
+        fatfs::FileSystem::new(cursor, opts).map_err(|e| map_err(e, path))
+    }
+
+    /// Creates directory `path` (and missing parents); an existing one is fine.
+    pub fn mkdir(&self, path: &str) -> Result<()> {
+        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        for depth in 1..=comps.len() {
+            let sub = comps[..depth].join("/");
+            let exists = {
+                let fs = self.mount(path)?;
+                let found = find(&fs, &sub);
+                match found {
+                    Ok(Some(e)) if e.is_dir() => true,
+                    Ok(_) => false,
+                    Err(Error::NotFound(_)) => false,
+                    Err(e) => return Err(e),
+                }
+            };
+            if exists {
+                continue;
+            }
+            let geo = Geometry::read(self.source.as_ref())?;
+            let before = geo.fat(self.source.as_ref())?;
+            {
+                let fs = self.mount(path)?;
+                let parent = match depth {
+                    1 => fs.root_dir(),
+                    _ => match find(&fs, &comps[..depth - 1].join("/"))? {
+                        Some(e) if e.is_dir() => e.to_dir(),
+                        _ => {
+                            return Err(Error::not_found(format!(
+                                "{sub}: parent directory on FAT filesystem"
+                            )))
+                        }
+                    },
+                };
+                parent
+                    .create_dir(comps[depth - 1])
+                    .map_err(|e| map_err(e, path))?;
+                drop(parent);
+                fs.unmount().map_err(|e| map_err(e, path))?;
+            }
+            let after = geo.fat(self.source.as_ref())?;
+            geo.fix_dot_entries(self.source.as_ref(), &before, &after)?;
+        }
+        Ok(())
+    }
+
+    /// Creates or replaces the file at `path` (its directory must exist).
+    pub fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
+        use std::io::Write;
+        check_limit("FAT file written", data.len() as u64, MAX_WRITE as u64)?;
+        let fs = self.mount(path)?;
+        {
+            let mut f = fs
+                .root_dir()
+                .create_file(path.trim_start_matches('/'))
+                .map_err(|e| map_err(e, path))?;
+            f.truncate().map_err(|e| map_err(e, path))?;
+            f.write_all(data).map_err(|e| map_err(e, path))?;
+            f.flush().map_err(|e| map_err(e, path))?;
+        }
+        fs.unmount().map_err(|e| map_err(e, path))
+    }
+}
+
+/// Where a FAT filesystem keeps its tables and clusters (from the BPB).
+struct Geometry {
+    fat_start: u64,
+    fat_len: u64,
+    data_start: u64,
+    cluster_bytes: u64,
+    /// Bits per FAT entry: 12, 16 or 32.
+    entry_bits: u64,
+}
+
+impl Geometry {
+    fn read(src: &dyn BlockSource) -> Result<Self> {
+        let mut b = vec![0u8; 512];
+        src.read_at(0, &mut b)?;
+        let u16at = |o: usize| u64::from(u16::from_le_bytes([b[o], b[o + 1]]));
+        let u32at = |o: usize| u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]));
+        let bps = u16at(11);
+        let spc = u64::from(b[13]);
+        let reserved = u16at(14);
+        let fats = u64::from(b[16]);
+        let root_entries = u16at(17);
+        let total = if u16at(19) != 0 { u16at(19) } else { u32at(32) };
+        let fat_sectors = if u16at(22) != 0 { u16at(22) } else { u32at(36) };
+        let root_sectors = (root_entries * 32).div_ceil(bps.max(1));
+        let meta = reserved + fats * fat_sectors + root_sectors;
+        if bps == 0 || spc == 0 || meta >= total {
+            return Err(Error::corrupt("FAT boot sector geometry", 0));
+        }
+        let clusters = (total - meta) / spc;
+        let entry_bits = match clusters {
+            0..4085 => 12,
+            4085..65525 => 16,
+            _ => 32,
+        };
+        let fat_len = fat_sectors * bps;
+        check_limit("FAT table size", fat_len, 64 << 20)?;
+        Ok(Self {
+            fat_start: reserved * bps,
+            fat_len,
+            data_start: meta * bps,
+            cluster_bytes: spc * bps,
+            entry_bits,
+        })
+    }
+
+    fn fat(&self, src: &dyn BlockSource) -> Result<Vec<u8>> {
+        let mut t = vec![0u8; self.fat_len as usize];
+        src.read_at(self.fat_start, &mut t)?;
+        Ok(t)
+    }
+
+    /// `fatfs` 0.3 writes long-name entries in front of a new directory's
+    /// "." and ".." entries, which fsck.fat (and some firmware) reject: they
+    /// must be the first two slots. Finds the directory cluster that `mkdir`
+    /// allocated (the FAT entry that changed) and rewrites its start as
+    /// ".", "..", then free slots.
+    fn fix_dot_entries(&self, src: &dyn BlockSource, before: &[u8], after: &[u8]) -> Result<()> {
+        let mut candidates = std::collections::BTreeSet::new();
+        for (i, (a, b)) in before.iter().zip(after).enumerate() {
+            if a != b {
+                let c = (i as u64 * 8) / self.entry_bits;
+                candidates.extend([c.saturating_sub(1), c, c + 1]);
+            }
+        }
+        for c in candidates.into_iter().filter(|&c| c >= 2) {
+            let at = self.data_start + (c - 2) * self.cluster_bytes;
+            if at + 128 > src.size() {
+                continue;
+            }
+            let mut slots = [0u8; 128];
+            src.read_at(at, &mut slots)?;
+            let is_lfn = |s: &[u8]| s[11] == 0x0F;
+            let is_dot = |s: &[u8], name: &[u8; 11]| &s[..11] == name && s[11] & 0x10 != 0;
+            if is_lfn(&slots[0..32])
+                && is_dot(&slots[32..64], b".          ")
+                && is_lfn(&slots[64..96])
+                && is_dot(&slots[96..128], b"..         ")
+            {
+                let mut fixed = [0u8; 128];
+                fixed[..32].copy_from_slice(&slots[32..64]);
+                fixed[32..64].copy_from_slice(&slots[96..128]);
+                src.write_through(at, &fixed)?;
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Finds `name` in `dir`: exact match first, then case-insensitive on the
 /// long or short name (FAT semantics).
 fn lookup<'a>(dir: &fatfs::Dir<'a, SourceCursor>, name: &str, path: &str) -> Result<Entry<'a>> {

@@ -18,6 +18,7 @@ pub struct MemFs {
     nodes: BTreeMap<String, Node>,
     label: Option<String>,
     uuid: Option<String>,
+    kind: Option<FsKind>,
 }
 
 impl MemFs {
@@ -29,7 +30,14 @@ impl MemFs {
             nodes,
             label: None,
             uuid: None,
+            kind: None,
         }
+    }
+
+    /// Sets the kind `kind()` reports (ext by default).
+    pub fn with_kind(mut self, kind: FsKind) -> Self {
+        self.kind = Some(kind);
+        self
     }
 
     /// Sets the label and UUID that `label()`/`uuid()` report.
@@ -88,7 +96,7 @@ fn type_of(n: &Node) -> FileType {
 
 impl Filesystem for MemFs {
     fn kind(&self) -> FsKind {
-        FsKind::Ext
+        self.kind.unwrap_or(FsKind::Ext)
     }
     fn kind_name(&self) -> &'static str {
         "memfs"

@@ -190,3 +190,162 @@ pub fn slow_tier() -> bool {
         Err(_) => false,
     }
 }
+
+/// The byte ranges (512-byte granularity, merged) where two raw images differ.
+pub fn differing_ranges(a: &Path, b: &Path) -> Vec<(u64, u64)> {
+    use std::io::Read;
+    const CHUNK: usize = 512;
+    let mut fa = std::fs::File::open(a).unwrap();
+    let mut fb = std::fs::File::open(b).unwrap();
+    assert_eq!(
+        fa.metadata().unwrap().len(),
+        fb.metadata().unwrap().len(),
+        "{} and {} differ in size",
+        a.display(),
+        b.display()
+    );
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut pos = 0u64;
+    loop {
+        let n = fa.read(&mut ba).unwrap();
+        if n == 0 {
+            break;
+        }
+        fb.read_exact(&mut bb[..n]).unwrap();
+        for (i, (ca, cb)) in ba[..n].chunks(CHUNK).zip(bb[..n].chunks(CHUNK)).enumerate() {
+            if ca != cb {
+                let start = pos + (i * CHUNK) as u64;
+                match out.last_mut() {
+                    Some((s, l)) if *s + *l == start => *l += ca.len() as u64,
+                    _ => out.push((start, ca.len() as u64)),
+                }
+            }
+        }
+        pos += n as u64;
+    }
+    out
+}
+
+/// Which files of the ext4 filesystem at byte `offset` of raw image `img`
+/// own the filesystem blocks in `ranges` (disk byte ranges inside it), as
+/// debugfs's icheck and ncheck say. Blocks no inode owns (bitmaps, inode
+/// tables, group descriptors, the superblock) are counted, not named.
+/// Returns (paths, unowned block count).
+pub fn ext4_owners(
+    img: &Path,
+    offset: u64,
+    ranges: &[(u64, u64)],
+) -> (std::collections::BTreeSet<String>, usize) {
+    let dev = format!("{}?offset={offset}", img.display());
+    let bs: u64 = String::from_utf8_lossy(&tool_ok("dumpe2fs", &["-h", &dev]).stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:").map(|v| v.trim().parse().unwrap()))
+        .expect("dumpe2fs block size");
+    let mut blocks = Vec::new();
+    for &(s, l) in ranges {
+        let first = (s - offset) / bs;
+        let last = (s + l - 1 - offset) / bs;
+        blocks.extend(first..=last);
+    }
+    blocks.dedup();
+    let mut inodes = std::collections::BTreeSet::new();
+    let mut unowned = 0;
+    for chunk in blocks.chunks(512) {
+        let cmd = format!(
+            "icheck {}",
+            chunk.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" ")
+        );
+        let out = tool_ok("debugfs", &["-R", &cmd, &dev]);
+        for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f.get(1) {
+                Some(ino) if ino.parse::<u64>().is_ok() => {
+                    inodes.insert(ino.to_string());
+                }
+                _ => unowned += 1,
+            }
+        }
+    }
+    let mut paths = std::collections::BTreeSet::new();
+    if !inodes.is_empty() {
+        let cmd = format!("ncheck {}", inodes.iter().cloned().collect::<Vec<_>>().join(" "));
+        let out = tool_ok("debugfs", &["-R", &cmd, &dev]);
+        for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+            if let Some((_, p)) = line.split_once('\t').or_else(|| line.split_once(' ')) {
+                let p = format!("/{}", p.trim().trim_start_matches('/'));
+                paths.insert(p);
+            }
+        }
+        // The root directory (inode 2) has no name in ncheck's output.
+        if inodes.contains("2") {
+            paths.insert("/".into());
+        }
+    }
+    (paths, unowned)
+}
+
+/// The guest paths a `v2x convert --json` run's `plan` event lists.
+pub fn plan_paths(json_stdout: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(json_stdout);
+    let plan: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "plan")
+        .unwrap_or_else(|| panic!("no plan event in:\n{text}"));
+    plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["edits"].as_array().unwrap().iter())
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Asserts that every file owning a changed block of the ext4 filesystem
+/// at `offset` is a planned path, or a directory holding one (whose entries
+/// changed), with the guest path prefix `mount` ("/" for the root).
+pub fn assert_only_planned_changes(
+    src_raw: &Path,
+    out_raw: &Path,
+    offset: u64,
+    len: u64,
+    mount: &str,
+    planned: &[String],
+) {
+    let diffs: Vec<(u64, u64)> = differing_ranges(src_raw, out_raw)
+        .into_iter()
+        .filter(|&(s, l)| s < offset + len && s + l > offset)
+        .collect();
+    assert!(
+        !diffs.is_empty(),
+        "the conversion changed nothing in the filesystem at {offset}"
+    );
+    let (paths, _unowned) = ext4_owners(out_raw, offset, &diffs);
+    let mut allowed = std::collections::BTreeSet::new();
+    for p in planned {
+        let mut cur = p.as_str();
+        allowed.insert(cur.to_string());
+        while let Some((parent, _)) = cur.rsplit_once('/') {
+            allowed.insert(if parent.is_empty() {
+                "/".into()
+            } else {
+                parent.to_string()
+            });
+            cur = parent;
+        }
+    }
+    for p in &paths {
+        let guest = if mount == "/" {
+            p.clone()
+        } else if p == "/" {
+            mount.to_string()
+        } else {
+            format!("{mount}{p}")
+        };
+        assert!(
+            allowed.contains(&guest),
+            "block of {guest} changed, but the plan does not list it: {planned:?}"
+        );
+    }
+}
