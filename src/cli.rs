@@ -31,8 +31,31 @@ pub const EXIT_CODES_HELP: &str = concat!(
 
 /// What `convert --json` prints and how it exits, shown in `--help` and the man page.
 pub const CONVERT_HELP: &str = concat!(
-    "JSON EVENTS (--json), one object per line on standard output, each with an \"event\" key:
-  start     input, input_format, output, output_format, virtual_size
+    "GUEST CONVERSION (unless --no-convert):
+  The disk is inspected as by `v2x inspect`. For a Linux root, v2x plans the edits
+  that make it boot on virtio and applies them to a copy-on-write overlay (never
+  to the source) before the copy. Steps, each reported:
+  device-names      /dev/sdX, hdX, xvdX, cciss names become UUID= (or /dev/vdX) in
+                    fstab, crypttab, /etc/default/grub, grub.cfg, menu.lst, BLS
+                    entries, grubenv and device.map
+  initramfs         the guest's own virtio modules appended to every initramfs as
+                    a second cpio archive (for kernels without virtio built in)
+  initramfs-config  the modules recorded for initramfs-tools or dracut rebuilds
+  hypervisor-tools  VMware/VirtualBox/Xen/Hyper-V tools disabled; packages removed
+                    at first boot
+  network           MAC-pinned interface configuration matched by name instead
+  console, selinux  hvc0/xvc0 consoles become ttyS0; SELinux guests relabel
+  uefi-fallback     \\EFI\\BOOT\\BOOTX64.EFI from the distribution's loader
+  firstboot         a run-once job: package removal, qemu-guest-agent install
+  Rules are data in drivers-db/linux/. Only ext2/3/4 and FAT are written; other
+  edits are refused before anything is written. --dry-run prints the plan with
+  diffs. Windows roots are copied unchanged for now, with a warning.
+
+JSON EVENTS (--json), one object per line on standard output, each with an \"event\" key:
+  start     input, input_format, output, output_format, virtual_size, dry_run, convert
+  plan      root (volume, os_type, distro, version, product_name, firmware, or null),
+            steps: [{id, summary, notes, edits: [{op, path, ...}]}]
+  step      id, edits (one per applied step)
   progress  done, total (guest bytes), percent
   warning   message
   done      output, seconds, bytes_read, bytes_skipped, data_bytes, file_size, virtual_size, notes

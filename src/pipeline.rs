@@ -71,7 +71,8 @@ fn convert_inner(args: &ConvertArgs, mode: Mode) -> Result<u8> {
             format: info.format.clone(),
             source: src,
         }];
-        let prepared = guest::prepare(disks, &args.root).context("inspecting the guest")?;
+        let prepared = guest::prepare(disks, &args.root)
+            .context("inspecting the guest (--no-convert copies the disk without guest changes)")?;
         report_plan(&reporter, &prepared);
         if args.dry_run {
             if mode != Mode::Json {
@@ -79,7 +80,9 @@ fn convert_inner(args: &ConvertArgs, mode: Mode) -> Result<u8> {
             }
             return Ok(exit::OK);
         }
-        let applied = guest::apply(&prepared).context("converting the guest")?;
+        let applied = guest::apply(&prepared).context(
+            "converting the guest; nothing was written (--no-convert copies the disk without guest changes)",
+        )?;
         for (id, n) in &applied.steps {
             reporter.event("step", json!({"id": id, "edits": n}));
         }
