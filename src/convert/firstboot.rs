@@ -133,16 +133,23 @@ exit 0
     )
 }
 
+/// A oneshot that boot does not wait for: without default dependencies,
+/// multi-user.target gets no After= on it, so a script waiting for the
+/// network never delays the guest's boot. Shutdown stops it.
 fn unit() -> String {
     format!(
         "# v2x first-boot scripts, after a conversion to KVM (see {RUNNER}).\n\
          [Unit]\n\
          Description=v2x first-boot scripts\n\
-         After=local-fs.target\n\
+         DefaultDependencies=no\n\
+         Requires=sysinit.target\n\
+         After=sysinit.target local-fs.target\n\
+         Conflicts=shutdown.target\n\
+         Before=shutdown.target\n\
          ConditionPathExistsGlob={SCRIPTS}/*.sh\n\
          \n\
          [Service]\n\
-         Type=simple\n\
+         Type=oneshot\n\
          ExecStart=/bin/sh {RUNNER}\n\
          \n\
          [Install]\n\
