@@ -242,6 +242,10 @@ pub fn unpin_mac(kind: &str, text: &str, name: &str) -> Option<String> {
                 Some(format!("#{trimmed} (removed by v2x: MAC of the old NIC)"))
             }
             "netplan" if key == "macaddress" => Some(format!("{indent}name: \"{name}\"")),
+            // A keyfile without a MAC or interface name applies to any Ethernet NIC.
+            "networkmanager" if key == "mac-address" || key == "interface-name" => {
+                Some(format!("#{trimmed} (removed by v2x: names the old NIC)"))
+            }
             _ => None,
         };
         match replacement {
@@ -333,6 +337,11 @@ mod tests {
         assert_eq!(
             unpin_mac("netplan", np, "en*").unwrap(),
             "network:\n  ethernets:\n    nic0:\n      match:\n        name: \"en*\"\n      dhcp4: true\n"
+        );
+        let nm = "[connection]\nid=Wired\ninterface-name=ens33\n[ethernet]\nmac-address=00:0C:29:01:02:03\n";
+        assert_eq!(
+            unpin_mac("networkmanager", nm, "x").unwrap(),
+            "[connection]\nid=Wired\n#interface-name=ens33 (removed by v2x: names the old NIC)\n[ethernet]\n#mac-address=00:0C:29:01:02:03 (removed by v2x: names the old NIC)\n"
         );
         assert_eq!(unpin_mac("networkd", "[Match]\nName=eth0\n", "x"), None);
     }
