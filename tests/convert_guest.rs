@@ -271,3 +271,27 @@ fn root_choice_is_checked_and_never_prompts() {
     ]);
     e2fsck_clean(&out, MBR_ROOT.0);
 }
+
+#[test]
+fn conversion_is_reproducible_with_source_date_epoch() {
+    let src = guests().join("gpt-esp-ext4.img");
+    let dir = common::scratch("convert-repro");
+    let run = |name: &str| {
+        let out = dir.path().join(name);
+        let o = common::v2x()
+            .env("SOURCE_DATE_EPOCH", "1600000000")
+            .args(["convert", "-q", src.to_str().unwrap(), out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        common::sha256_file(&out)
+    };
+    assert_eq!(run("a.qcow2"), run("b.qcow2"), "two conversions differ");
+    // The stamp is the one asked for (2020-09-13 12:26:40 UTC), unlike the fixture's own times.
+    let raw = dir.path().join("a.raw");
+    common::qemu_raw(&dir.path().join("a.qcow2"), &raw);
+    let dev = format!("{}?offset={}", raw.display(), GPT_ROOT.0);
+    let stat = tool_ok("debugfs", &["-R", "stat /etc/systemd/system", &dev]);
+    let text = String::from_utf8_lossy(&stat.stdout);
+    assert!(text.contains("ctime: 0x5f5e1000"), "{text}");
+}

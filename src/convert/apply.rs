@@ -19,6 +19,19 @@ use v2x_formats::{Error, Result};
 /// Owner of everything conversion creates (root).
 const OWNER: (u32, u32) = (0, 0);
 
+/// Seconds since the epoch stamped on what conversion writes:
+/// `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
+pub fn timestamp() -> i64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        })
+}
+
 /// What was applied, per step.
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
@@ -99,10 +112,12 @@ pub fn apply(plan: &EditPlan, storage: &Storage, tree: &GuestRoot) -> Result<App
             .ok_or_else(|| Error::not_found(format!("volume {} of mount {}", m.volume, m.at)))?;
         let ctx = format!("{} on {}", m.at, m.volume);
         let w = match m.fs.kind() {
-            FsKind::Ext => Writer::Ext(Box::new(
-                Ext4Writer::open(Box::new(VolumeDevice(vol.source.clone())))
-                    .map_err(|e| e.context_msg(&ctx))?,
-            )),
+            FsKind::Ext => {
+                let mut w = Ext4Writer::open(Box::new(VolumeDevice(vol.source.clone())))
+                    .map_err(|e| e.context_msg(&ctx))?;
+                w.set_time(timestamp());
+                Writer::Ext(Box::new(w))
+            }
             FsKind::Fat => Writer::Fat(FatWriter::open(vol.source.clone()).map_err(|e| e.context_msg(&ctx))?),
             _ => {
                 return Err(Error::unsupported(format!(

@@ -115,6 +115,58 @@ impl FatFs {
     }
 }
 
+/// The time stamped on FAT entries conversion writes: `SOURCE_DATE_EPOCH`
+/// when set (reproducible output), else now; in UTC.
+#[derive(Debug)]
+struct ConversionClock;
+
+static CLOCK: ConversionClock = ConversionClock;
+
+impl ConversionClock {
+    fn parts() -> (u16, u16, u16, u16, u16, u16) {
+        let secs = crate::convert::apply::timestamp().max(315_532_800); // FAT starts in 1980
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        // Civil date from days since 1970-01-01 (proleptic Gregorian).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = (yoe + era * 400 + i64::from(month <= 2)).min(2107);
+        (
+            year as u16,
+            month as u16,
+            day as u16,
+            (rem / 3600) as u16,
+            (rem % 3600 / 60) as u16,
+            (rem % 60) as u16,
+        )
+    }
+}
+
+impl fatfs::TimeProvider for ConversionClock {
+    fn get_current_date(&self) -> fatfs::Date {
+        let (year, month, day, ..) = Self::parts();
+        fatfs::Date { year, month, day }
+    }
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        let (year, month, day, hour, min, sec) = Self::parts();
+        fatfs::DateTime {
+            date: fatfs::Date { year, month, day },
+            time: fatfs::Time {
+                hour,
+                min,
+                sec,
+                millis: 0,
+            },
+        }
+    }
+}
+
 /// Largest file [`FatWriter::write_file`] writes (a boot loader is a few MiB).
 pub const MAX_WRITE: usize = 64 << 20;
 
@@ -144,7 +196,9 @@ impl FatWriter {
 
     fn mount(&self, path: &str) -> Result<fatfs::FileSystem<SourceCursor>> {
         let cursor = SourceCursor::writable(self.source.clone(), self.budget);
-        let opts = fatfs::FsOptions::new().update_accessed_date(false);
+        let opts = fatfs::FsOptions::new()
+            .update_accessed_date(false)
+            .time_provider(&CLOCK);
         fatfs::FileSystem::new(cursor, opts).map_err(|e| map_err(e, path))
     }
 
