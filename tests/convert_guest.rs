@@ -291,7 +291,10 @@ fn conversion_is_reproducible_with_source_date_epoch() {
     let raw = dir.path().join("a.raw");
     common::qemu_raw(&dir.path().join("a.qcow2"), &raw);
     let dev = format!("{}?offset={}", raw.display(), GPT_ROOT.0);
-    let stat = tool_ok("debugfs", &["-R", "stat /etc/systemd/system", &dev]);
+    let stat = tool_ok(
+        "debugfs",
+        &["-R", "stat /etc/systemd/system/multi-user.target.wants", &dev],
+    );
     let text = String::from_utf8_lossy(&stat.stdout);
     assert!(text.contains("ctime: 0x5f5e1000"), "{text}");
 }
