@@ -4,8 +4,9 @@
 //! source image is never written.
 //!
 //! Everything that can refuse does so before the first write: each touched
-//! mount must be ext2/3/4 and pass [`Ext4Writer::open`]'s feature checks,
-//! and every edited path must resolve.
+//! mount must be ext2/3/4 (passing [`Ext4Writer::open`]'s feature checks) or
+//! FAT (only file writes and directories there), and every edited path must
+//! resolve, directly or inside a directory an earlier edit creates.
 
 use super::plan::{Edit, EditPlan};
 use crate::fs::ext4w::{Ext4Writer, VolumeDevice};
