@@ -7,10 +7,17 @@
 #   BUS      virtio (virtio-blk-pci) or sata (AHCI controller + ide-hd)
 #   TIMEOUT  seconds, default 900
 # Exits 0 when the marker appears; 1 on timeout, when the initramfs gives up
-# on the root device, or when QEMU exits without the marker (the last 30
-# lines of the console are printed). 2 on a usage error.
+# on the root device (initramfs-tools or dracut), when the UEFI firmware finds
+# nothing to boot, or when QEMU exits without the marker (the last 30 lines of
+# the console are printed). 2 on a usage error.
 # The image is opened with -snapshot: a boot never modifies it. The console
 # log is kept in $V2X_BOOT_LOG if set (else a temporary file, removed).
+#
+# Firmware: V2X_BOOT_FIRMWARE=bios (default, SeaBIOS) or uefi (OVMF from the
+# ovmf package: OVMF_CODE_4M.fd read-only plus a fresh copy of OVMF_VARS_4M.fd
+# for each boot, i.e. empty NVRAM with no boot entries, so only the removable
+# media path \EFI\BOOT\BOOTX64.EFI can boot). V2X_OVMF_CODE and V2X_OVMF_VARS
+# override the two files (they must be a matching pair).
 set -euo pipefail
 
 usage() { echo "usage: boot-test.sh IMAGE FORMAT BUS(virtio|sata) [TIMEOUT]" >&2; exit 2; }
@@ -24,22 +31,68 @@ command -v qemu-system-x86_64 >/dev/null || {
 }
 
 marker='V2X-BOOT-OK'
-gave_up='Gave up waiting for root file system device'
+# Console lines that mean the boot has failed for good, each with the name the
+# result is reported under:
+# - initramfs-tools, after waiting rootdelay (180 s) for the root device;
+# - dracut (systemd in the initramfs): its initqueue waits for the root device
+#   (and rd.lvm.lv LVs) and, when that wait runs out (about 200 s after start
+#   under TCG), prints "Warning: dracut-initqueue: timeout, still waiting for
+#   following initqueue hooks:" once a second, about 120 times, before
+#   "Warning: Could not boot.", 'Warning: "/dev/mapper/vmvg-root" does not
+#   exist' and the emergency shell. The first timeout line is taken as the
+#   failure (the rest only repeats it); the later lines are matched too, and
+#   so is systemd's emergency mode (a failed mount after the switch to root);
+# - OVMF when no boot option worked: with an empty NVRAM its only options are
+#   the disks' removable-media paths (\EFI\BOOT\BOOTX64.EFI) and, in the
+#   ovmf package's build, its built-in UEFI Shell, which it then starts ("UEFI
+#   Interactive Shell"); a build without the shell says "No bootable option".
+failures=(
+    'gave-up:Gave up waiting for root file system device'
+    'dracut-timeout:Warning: dracut-initqueue: timeout, still waiting for following initqueue hooks'
+    'dracut-gave-up:Warning: Could not boot\.'
+    'emergency:Entering emergency mode'
+    'uefi-shell:UEFI Interactive Shell'
+    'no-boot-option:BdsDxe: No bootable option or device was found'
+)
+firmware=${V2X_BOOT_FIRMWARE:-bios}
+case $firmware in bios | uefi) ;; *)
+    echo "boot-test: V2X_BOOT_FIRMWARE must be bios or uefi, not $firmware" >&2
+    exit 2
+    ;;
+esac
 case $bus in
 virtio) disk=(-device virtio-blk-pci,drive=disk0,bootindex=0) ;;
 sata) disk=(-device ahci,id=ahci0 -device ide-hd,drive=disk0,bus=ahci0.0,bootindex=0) ;;
 *) usage ;;
 esac
 
+temps=()
+trap 'rm -f "${temps[@]}"' EXIT
 log=${V2X_BOOT_LOG:-}
 if [ -z "$log" ]; then
     log=$(mktemp --tmpdir v2x-boot.XXXXXX.log)
-    trap 'rm -f "$log"' EXIT
+    temps+=("$log")
 fi
 : > "$log"
 
+fw=()
+if [ "$firmware" = uefi ]; then
+    code=${V2X_OVMF_CODE:-/usr/share/OVMF/OVMF_CODE_4M.fd}
+    vars=${V2X_OVMF_VARS:-/usr/share/OVMF/OVMF_VARS_4M.fd}
+    for f in "$code" "$vars"; do
+        [ -f "$f" ] || { echo "boot-test: no OVMF file $f (apt-get install ovmf)" >&2; exit 1; }
+    done
+    # The variable store is written by the firmware: each boot gets its own
+    # copy of the pristine one, so no boot entry survives from an earlier run.
+    nvram=$(mktemp --tmpdir v2x-boot-vars.XXXXXX.fd)
+    temps+=("$nvram")
+    cp "$vars" "$nvram"
+    fw=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=$code"
+        -drive "if=pflash,format=raw,unit=1,file=$nvram")
+fi
+
 qemu-system-x86_64 -accel tcg -machine q35 -m 1024 -nographic \
-    -monitor none -serial "file:$log" -snapshot \
+    -monitor none -serial "file:$log" -snapshot "${fw[@]}" \
     -drive "file=$image,format=$format,if=none,id=disk0" "${disk[@]}" \
     -nic user,model=virtio-net-pci &
 qemu=$!
@@ -48,7 +101,9 @@ start=$(date +%s)
 result=timeout
 while :; do
     if grep -qa "$marker" "$log"; then result=ok; break; fi
-    if grep -qa "$gave_up" "$log"; then result=gave-up; break; fi
+    for f in "${failures[@]}"; do
+        if grep -qa -- "${f#*:}" "$log"; then result=${f%%:*}; break 2; fi
+    done
     if ! kill -0 "$qemu" 2>/dev/null; then
         # QEMU may exit (guest poweroff) right after the marker is written.
         grep -qa "$marker" "$log" && result=ok || result=qemu-exited
@@ -58,6 +113,8 @@ while :; do
     sleep 1
 done
 elapsed=$(($(date +%s) - start))
+what="$format, $bus"
+[ "$firmware" = bios ] || what+=", $firmware"
 if kill -0 "$qemu" 2>/dev/null; then
     # After the marker the guest powers off by itself; give it a moment.
     [ $result = ok ] && for _ in $(seq 30); do kill -0 "$qemu" 2>/dev/null || break; sleep 1; done
@@ -66,9 +123,9 @@ fi
 wait "$qemu" 2>/dev/null || true
 
 if [ $result = ok ]; then
-    echo "boot-test: $image ($format, $bus): $(grep -a -m1 -o "$marker.*" "$log" | tr -d '\r') after ${elapsed}s"
+    echo "boot-test: $image ($what): $(grep -a -m1 -o "$marker.*" "$log" | tr -d '\r') after ${elapsed}s"
     exit 0
 fi
-echo "boot-test: $image ($format, $bus): FAILED ($result) after ${elapsed}s; last 30 console lines:" >&2
+echo "boot-test: $image ($what): FAILED ($result) after ${elapsed}s; last 30 console lines:" >&2
 tail -n 30 "$log" | tr -d '\r' >&2
 exit 1
