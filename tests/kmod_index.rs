@@ -16,12 +16,20 @@ kernel/net/core/failover.ko.xz:
 kernel/drivers/scsi/vmw_pvscsi.ko.xz:
 kernel/drivers/virtio/virtio_pci.ko.xz: kernel/drivers/virtio/virtio_pci_modern_dev.ko.xz kernel/drivers/virtio/virtio.ko.xz kernel/drivers/virtio/virtio_ring.ko.xz
 kernel/drivers/virtio/virtio_pci_modern_dev.ko.xz:
+kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz
+kernel/fs/jbd2/jbd2.ko.xz:
+kernel/drivers/md/dm-mod.ko.xz:
+kernel/drivers/scsi/sd_mod.ko.xz:
 ";
 const ALIAS: &str = "# Aliases extracted from modules themselves.
 alias virtio:d00000002v* virtio_blk
 alias virtio:d00000001v* virtio_net
 alias pci:v000015ADd000007C0sv*sd*bc*sc*i* vmw_pvscsi
 alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
+alias fs-ext4 ext4
+alias char-major-10-236 dm_mod
+alias devname:mapper/control dm_mod
+alias scsi:t-0x0[0-9a-e]* sd_mod
 ";
 
 fn modprobe(root: &std::path::Path, args: &[&str]) -> String {
@@ -83,4 +91,22 @@ fn modprobe_reads_our_dep_and_alias_indexes() {
     assert!(!r.contains("vmw_pvscsi"), "{r}");
     let d = modprobe(dir.path(), &["--show-depends", "vmw_pvscsi"]);
     assert!(!d.contains("insmod"), "{d}");
+
+    // Aliases with dashes: modprobe looks them up with `-` as `_` (outside
+    // bracket classes), so the index must hold them that way. The kernel
+    // asks for `fs-ext4` when it mounts ext4.
+    for (alias, module) in [
+        ("fs-ext4", "ext4"),
+        ("char-major-10-236", "dm_mod"),
+        ("devname:mapper/control", "dm_mod"),
+        ("scsi:t-0x05", "sd_mod"),
+    ] {
+        let r = modprobe(dir.path(), &["-R", alias]);
+        assert_eq!(r.trim(), module, "modprobe -R {alias} said: {r}");
+    }
+    let d = modprobe(dir.path(), &["--show-depends", "fs-ext4"]);
+    assert!(
+        d.find("jbd2.ko.xz").unwrap() < d.find("ext4.ko.xz").unwrap(),
+        "{d}"
+    );
 }

@@ -133,22 +133,62 @@ pub fn dep_index(dep_text: &str, keep: &dyn Fn(&str) -> bool) -> Result<Vec<u8>>
 }
 
 /// `modules.alias.bin` from `modules.alias` text ("alias PATTERN MODULE").
+///
+/// The text keeps an alias as the module declared it, but the binary index
+/// holds it normalised the way modprobe normalises a name it looks up:
+/// `-` becomes `_` outside `[...]` classes. Without that, `fs-ext4` (what
+/// the kernel asks for when mounting ext4) is never found. A pattern with an
+/// unbalanced class is left out, as depmod leaves it out.
 pub fn alias_index(alias_text: &str, keep: &dyn Fn(&str) -> bool) -> Result<Vec<u8>> {
     let mut b = IndexBuilder::new();
     for (i, line) in alias_text.lines().enumerate() {
         let mut f = line.split_whitespace();
         if let (Some("alias"), Some(pattern), Some(module)) = (f.next(), f.next(), f.next()) {
             if keep(module) {
-                b.insert(pattern, module, i as u32)?;
+                if let Some(pattern) = normalize_alias(pattern) {
+                    b.insert(&pattern, module, i as u32)?;
+                }
             }
         }
     }
     b.finish()
 }
 
+/// An alias pattern with `-` turned into `_` except inside `[...]`; `None`
+/// when a class is not closed or a `]` has no `[`.
+fn normalize_alias(pattern: &str) -> Option<String> {
+    let mut out = String::with_capacity(pattern.len());
+    let mut in_class = false;
+    for c in pattern.chars() {
+        match c {
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            ']' => return None,
+            '-' if !in_class => {
+                out.push('_');
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    (!in_class).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aliases_are_normalised_like_modprobe_names() {
+        assert_eq!(normalize_alias("fs-ext4").as_deref(), Some("fs_ext4"));
+        assert_eq!(
+            normalize_alias("scsi:t-0x0[0-9a-f]*").as_deref(),
+            Some("scsi:t_0x0[0-9a-f]*")
+        );
+        assert_eq!(normalize_alias("a[0-9"), None);
+        assert_eq!(normalize_alias("a]-"), None);
+    }
 
     #[test]
     fn header_and_prefix_compression() {
