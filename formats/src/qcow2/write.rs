@@ -160,8 +160,11 @@ impl Qcow2Writer {
             l1_clusters,
         };
 
-        if file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        if file.metadata().is_ok_and(|m| m.is_file() && m.len() != 0) {
             // A regular file starts empty, so never-written gaps read as zero.
+            // Only truncate when needed: on ext4, truncating even an empty
+            // file to 0 makes its last close write out every delayed block
+            // (auto_da_alloc), which made the process wait for the disk.
             file.set_len(0)
                 .map_err(|e| Error::io("truncating qcow2 output", e))?;
         }
