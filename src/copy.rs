@@ -1,19 +1,21 @@
 //! The parallel, sparse-aware block copier.
 //!
-//! The source's allocation map is walked in windows and cut into chunks
-//! aligned to the writer's cluster size. Chunks with no data are never read.
-//! Batches of data chunks are read and encoded (zero detection, compression)
-//! on a rayon pool while one writer thread stores the previous batch in
-//! order, so output is deterministic and memory is bounded by three batches
-//! (one being written, one queued, one being read).
+//! The source's allocation map is walked in windows and cut into chunks: the
+//! runs of the writer's clusters that hold data, split at multiples of the
+//! chunk size. Clusters without data are never read nor scanned for zeros.
+//! Each worker thread takes the next chunk, reads and encodes it (zero
+//! detection, compression), then waits for its turn: chunks are handed to
+//! the writer strictly in order, so every host offset and table entry is
+//! decided in guest order and output is deterministic. Writers that offer a
+//! [`DataSink`] only place a chunk there and leave its plain data to the
+//! worker, which writes it outside the ordered stage while other workers
+//! read. Memory is one chunk buffer per worker.
 
-use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::sync_channel;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use v2x_formats::block::{BlockSource, ExtentKind};
 use v2x_formats::error::{Error, Result};
-use v2x_formats::sink::{ChunkEncoder, EncodedChunk, ImageWriter, WriteSummary};
+use v2x_formats::sink::{ChunkEncoder, DataSink, EncodedChunk, ImageWriter, WriteSummary};
 
 /// Default bytes per chunk handed to workers.
 pub const DEFAULT_CHUNK: u64 = 2 << 20;
@@ -27,9 +29,7 @@ pub struct CopyOptions {
     pub threads: usize,
     /// Bytes per chunk (rounded up to the writer's cluster size).
     pub chunk_size: u64,
-    /// Chunks per batch; three batches are in memory at most.
-    pub batch: usize,
-    /// Set (e.g. by a SIGINT handler) to stop the copy between batches.
+    /// Set (e.g. by a SIGINT handler) to stop the copy between chunks.
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
@@ -47,7 +47,6 @@ impl Default for CopyOptions {
         CopyOptions {
             threads,
             chunk_size: DEFAULT_CHUNK,
-            batch: 16,
             cancel: None,
         }
     }
@@ -76,6 +75,9 @@ struct Job {
 /// Cuts the allocation map into jobs, one map window at a time.
 struct Planner<'a> {
     src: &'a dyn BlockSource,
+    /// Output cluster size; jobs start and end on cluster boundaries (or the end of the disk).
+    cs: u64,
+    /// Jobs never cross a multiple of `chunk`.
     chunk: u64,
     pos: u64,
     size: u64,
@@ -84,9 +86,10 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(src: &'a dyn BlockSource, chunk: u64) -> Self {
+    fn new(src: &'a dyn BlockSource, cs: u64, chunk: u64) -> Self {
         Planner {
             src,
+            cs,
             chunk,
             pos: 0,
             size: src.size(),
@@ -109,25 +112,33 @@ impl<'a> Planner<'a> {
                     self.skipped += e.len;
                     continue;
                 }
-                let mut s = e.start;
-                while s < e.end() {
-                    let chunk_start = s - s % self.chunk;
-                    let chunk_end = (chunk_start + self.chunk).min(self.size);
-                    let piece_end = e.end().min(chunk_end);
+                // The clusters the extent touches, cut at chunk boundaries;
+                // clusters without data are left out of every job.
+                let mut a = e.start - e.start % self.cs;
+                let b = e.end().next_multiple_of(self.cs).min(self.size);
+                while a < b {
+                    let cell = a - a % self.chunk;
+                    let piece_end = b.min(cell + self.chunk).min(self.size);
+                    let data_start = e.start.max(a);
+                    let data_end = e.end().min(piece_end);
                     match &mut cur {
-                        Some(j) if j.offset == chunk_start => j.data.push((s - chunk_start, piece_end - s)),
+                        // Same chunk cell and touching (or sharing a cluster): extend.
+                        Some(j) if j.offset - j.offset % self.chunk == cell && j.offset + j.len >= a => {
+                            j.len = j.len.max(piece_end - j.offset);
+                            j.data.push((data_start - j.offset, data_end - data_start));
+                        }
                         _ => {
                             if let Some(j) = cur.take() {
                                 self.pending.push_back(j);
                             }
                             cur = Some(Job {
-                                offset: chunk_start,
-                                len: chunk_end - chunk_start,
-                                data: vec![(s - chunk_start, piece_end - s)],
+                                offset: a,
+                                len: piece_end - a,
+                                data: vec![(data_start - a, data_end - data_start)],
                             });
                         }
                     }
-                    s = piece_end;
+                    a = piece_end;
                 }
             }
             if let Some(j) = cur.take() {
@@ -138,21 +149,13 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// Up to `n` next jobs; empty when the disk is done.
-    fn next_batch(&mut self, n: usize) -> Result<Vec<Job>> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            if self.pending.is_empty() {
-                self.refill()?;
-                if self.pending.is_empty() {
-                    break;
-                }
-            }
-            // A chunk may straddle two map windows only if the window is not a
-            // multiple of the chunk; windows are, so jobs never repeat.
-            out.push(self.pending.pop_front().expect("non-empty"));
+    /// The next job; `None` when the disk is done.
+    fn next_job(&mut self) -> Result<Option<Job>> {
+        if self.pending.is_empty() {
+            self.refill()?;
         }
-        Ok(out)
+        // Jobs never straddle two map windows: windows are multiples of the chunk.
+        Ok(self.pending.pop_front())
     }
 }
 
@@ -177,38 +180,14 @@ fn check_map(map: &[v2x_formats::Extent], start: u64, len: u64) -> Result<()> {
     Ok(())
 }
 
-/// Chunk buffers handed back by the writer thread for reuse: a fresh
-/// multi-MiB allocation costs a page fault per 4 KiB, which showed up as a
-/// quarter of an uncompressed copy's time.
-#[derive(Default)]
-struct BufferPool {
-    free: std::sync::Mutex<Vec<Vec<u8>>>,
-}
-
-impl BufferPool {
-    fn take(&self, len: usize) -> Vec<u8> {
-        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match reused {
-            Some(mut b) => {
-                b.resize(len, 0);
-                b
-            }
-            None => vec![0u8; len],
-        }
-    }
-
-    fn give(&self, buf: Vec<u8>) {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(buf);
-    }
-}
-
+/// Reads `job` into `buf` (reused between jobs) and encodes it.
 fn run_job(
     src: &dyn BlockSource,
     enc: &dyn ChunkEncoder,
-    pool: &BufferPool,
+    mut buf: Vec<u8>,
     job: &Job,
 ) -> Result<EncodedChunk> {
-    let mut buf = pool.take(job.len as usize);
+    buf.resize(job.len as usize, 0);
     // Zero what the map says is not data (a reused buffer holds old bytes), read the rest.
     let mut pos = 0usize;
     for &(s, l) in &job.data {
@@ -221,79 +200,171 @@ fn run_job(
     enc.encode(job.offset, buf)
 }
 
+/// Hands out jobs, numbered in guest order.
+struct Dispatch<'a> {
+    planner: Planner<'a>,
+    next_seq: u64,
+    bytes_read: u64,
+}
+
+/// The ordered stage: chunks are placed in job order, one at a time.
+struct Ordered {
+    writer: Box<dyn ImageWriter>,
+    /// Sequence number of the next job to place.
+    next: u64,
+    /// Set when the copy must stop (an error, or cancellation).
+    stop: bool,
+    /// The first error.
+    error: Option<Error>,
+}
+
+/// Shared between the workers.
+struct Shared<'a> {
+    src: &'a dyn BlockSource,
+    encoder: Arc<dyn ChunkEncoder>,
+    sink: Option<Arc<dyn DataSink>>,
+    dispatch: Mutex<Dispatch<'a>>,
+    ordered: Mutex<Ordered>,
+    turn: Condvar,
+    cancel: Option<Arc<AtomicBool>>,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared<'_> {
+    /// Records the first error and wakes every worker so all stop.
+    fn fail(&self, e: Error) {
+        let mut o = lock(&self.ordered);
+        o.stop = true;
+        o.error.get_or_insert(e);
+        self.turn.notify_all();
+    }
+
+    /// One worker: takes the next job, reads and encodes it, waits for its
+    /// turn to place it (so host offsets are assigned in guest order), then
+    /// writes the data the writer left to it while others read.
+    fn work(&self) {
+        let mut buf = Vec::new();
+        loop {
+            if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return self.fail(interrupted());
+            }
+            if lock(&self.ordered).stop {
+                return;
+            }
+            let (seq, job) = {
+                let mut d = lock(&self.dispatch);
+                match d.planner.next_job() {
+                    Ok(Some(job)) => {
+                        d.bytes_read += job.data.iter().map(|x| x.1).sum::<u64>();
+                        d.next_seq += 1;
+                        (d.next_seq - 1, job)
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        drop(d);
+                        return self.fail(e);
+                    }
+                }
+            };
+            let chunk = match run_job(self.src, self.encoder.as_ref(), std::mem::take(&mut buf), &job) {
+                Ok(c) => c,
+                Err(e) => return self.fail(e),
+            };
+            let writes = {
+                let mut o = lock(&self.ordered);
+                while o.next != seq && !o.stop {
+                    o = self.turn.wait(o).unwrap_or_else(|p| p.into_inner());
+                }
+                if o.stop {
+                    return;
+                }
+                let placed = match &self.sink {
+                    Some(_) => o.writer.place_chunk(&chunk),
+                    None => o.writer.write_chunk(&chunk).map(|()| Vec::new()),
+                };
+                match placed {
+                    Ok(w) => {
+                        o.next += 1;
+                        (self.progress)(job.offset + job.len);
+                        self.turn.notify_all();
+                        w
+                    }
+                    Err(e) => {
+                        drop(o);
+                        return self.fail(e);
+                    }
+                }
+            };
+            if let Some(sink) = &self.sink {
+                for w in writes {
+                    if let Err(e) = sink.write_at(&chunk.data[w.range], w.host_offset) {
+                        return self.fail(e);
+                    }
+                }
+            }
+            buf = chunk.data;
+        }
+    }
+}
+
 /// Copies every data extent of `src` into `writer` and finishes it.
 /// `progress` receives the guest offset up to which the copy is done.
 pub fn copy(
     src: &dyn BlockSource,
-    mut writer: Box<dyn ImageWriter>,
+    writer: Box<dyn ImageWriter>,
     opts: &CopyOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<CopyStats> {
     let cs = writer.cluster_size().max(1);
     let chunk = opts.chunk_size.max(cs).div_ceil(cs) * cs;
-    let encoder = writer.encoder();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.max(1))
-        .thread_name(|i| format!("v2x-copy-{i}"))
-        .build()
-        .map_err(|e| Error::invalid(format!("starting worker threads: {e}")))?;
-    let mut planner = Planner::new(src, chunk);
-    let mut bytes_read = 0u64;
-    let buffers = BufferPool::default();
-    // Enough chunks per batch to keep every worker busy, but about
-    // `batch` default-sized chunks' worth of bytes, whatever the cluster size.
-    let batch =
-        (opts.batch.max(1) as u64 * opts.chunk_size.max(1) / chunk).max(opts.threads.max(1) as u64) as usize;
-
-    let (tx, rx) = sync_channel::<(Vec<EncodedChunk>, u64)>(1);
-    let result = std::thread::scope(|scope| -> Result<()> {
-        let writer_ref = &mut writer;
-        let buffers = &buffers;
-        let handle = scope.spawn(move || -> Result<()> {
-            for (batch, done_to) in rx {
-                for c in batch {
-                    writer_ref.write_chunk(&c)?;
-                    buffers.give(c.data);
-                }
-                progress(done_to);
+    let shared = Shared {
+        src,
+        encoder: writer.encoder(),
+        sink: writer.data_sink(),
+        dispatch: Mutex::new(Dispatch {
+            planner: Planner::new(src, cs, chunk),
+            next_seq: 0,
+            bytes_read: 0,
+        }),
+        ordered: Mutex::new(Ordered {
+            writer,
+            next: 0,
+            stop: false,
+            error: None,
+        }),
+        turn: Condvar::new(),
+        cancel: opts.cancel.clone(),
+        progress,
+    };
+    std::thread::scope(|scope| {
+        for i in 0..opts.threads.max(1) {
+            let shared = &shared;
+            let started = std::thread::Builder::new()
+                .name(format!("v2x-copy-{i}"))
+                .spawn_scoped(scope, move || shared.work());
+            if let Err(e) = started {
+                shared.fail(Error::io("starting worker threads", e));
+                break;
             }
-            Ok(())
-        });
-        let produce = (|| -> Result<()> {
-            loop {
-                if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                    return Err(interrupted());
-                }
-                let jobs = planner.next_batch(batch)?;
-                if jobs.is_empty() {
-                    break;
-                }
-                bytes_read += jobs.iter().flat_map(|j| j.data.iter()).map(|d| d.1).sum::<u64>();
-                let done_to = jobs.last().map(|j| j.offset + j.len).unwrap_or(0);
-                let encoded: Result<Vec<EncodedChunk>> = pool.install(|| {
-                    jobs.par_iter()
-                        .map(|j| run_job(src, encoder.as_ref(), buffers, j))
-                        .collect()
-                });
-                if tx.send((encoded?, done_to)).is_err() {
-                    // The writer stopped; its error is reported below.
-                    break;
-                }
-            }
-            Ok(())
-        })();
-        drop(tx);
-        let written = handle
-            .join()
-            .map_err(|_| Error::invalid("writer thread panicked"))?;
-        written.and(produce)
+        }
     });
-    result?;
+    let Shared {
+        dispatch, ordered, ..
+    } = shared;
+    let dispatch = dispatch.into_inner().unwrap_or_else(|p| p.into_inner());
+    let ordered = ordered.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some(e) = ordered.error {
+        return Err(e);
+    }
     progress(src.size());
-    let output = writer.finish()?;
+    let output = ordered.writer.finish()?;
     Ok(CopyStats {
-        bytes_read,
-        bytes_skipped: planner.skipped,
+        bytes_read: dispatch.bytes_read,
+        bytes_skipped: dispatch.planner.skipped,
         output,
     })
 }
@@ -401,7 +472,6 @@ mod tests {
         let opts = CopyOptions {
             threads: 3,
             chunk_size: 8192,
-            batch: 2,
             cancel: None,
         };
         let stats = copy(&disk, w, &opts, &|_| {}).unwrap();
@@ -413,6 +483,38 @@ mod tests {
         assert_eq!(&got[3].1[..10], &data[6 * 4096..6 * 4096 + 10]);
         assert!(got[3].1[10..].iter().all(|b| *b == 0));
         assert_eq!(got[4].1, data[10 * 4096..].to_vec());
+    }
+
+    #[test]
+    fn jobs_cover_only_clusters_with_data() {
+        let cs = 4096;
+        let disk = MemDisk {
+            data: vec![1u8; 40 * cs as usize + 100],
+            extents: vec![
+                (0, 100, ExtentKind::Data),
+                (100, 200, ExtentKind::Zero),
+                (300, 10, ExtentKind::Data),
+                (310, 3 * cs - 310, ExtentKind::Unallocated),
+                (3 * cs, 6 * cs, ExtentKind::Data),
+                (9 * cs, 31 * cs, ExtentKind::Unallocated),
+                (40 * cs, 100, ExtentKind::Data),
+            ],
+        };
+        let mut p = Planner::new(&disk, cs, 4 * cs);
+        let mut jobs = Vec::new();
+        while let Some(j) = p.next_job().unwrap() {
+            jobs.push((j.offset, j.len, j.data));
+        }
+        assert_eq!(
+            jobs,
+            vec![
+                (0, cs, vec![(0, 100), (300, 10)]),
+                (3 * cs, cs, vec![(0, cs)]),
+                (4 * cs, 4 * cs, vec![(0, 4 * cs)]),
+                (8 * cs, cs, vec![(0, cs)]),
+                (40 * cs, 100, vec![(0, 100)]),
+            ]
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub const OTHER: u8 = 8;
 /// Interrupted by SIGINT/SIGTERM (128 + SIGINT, as shells expect).
 pub const INTERRUPTED: u8 = 130;
 
-/// A flag set by SIGINT/SIGTERM, so a conversion stops between batches and its
+/// A flag set by SIGINT/SIGTERM, so a conversion stops between chunks and its
 /// temporary output is removed. Installs the handler on first use.
 pub fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -145,9 +145,10 @@ fn existing_output_is_kept_without_force() {
     assert_eq!(left.len(), 1, "{left:?}");
 }
 
-/// Starts converting a 256 MiB disk, half of it text, with level-9 zlib on
-/// one thread: it takes seconds, long enough to be interrupted. Returns the
-/// running child and the output path.
+/// Starts converting a 256 MiB disk, mostly data, with level-9 zlib on one
+/// thread, and waits until its temporary output exists: the rest takes about
+/// half a second, long enough to be interrupted. Returns the running child
+/// and the output path.
 fn start_slow_conversion(out: &Path) -> (std::process::Child, std::path::PathBuf) {
     let src = out.join("big.raw");
     tool_ok(
@@ -160,7 +161,7 @@ fn start_slow_conversion(out: &Path) -> (std::process::Child, std::path::PathBuf
             s(&src),
             &(256u64 << 20).to_string(),
             "5",
-            "600",
+            "2400",
         ],
     );
     let dst = out.join("big.qcow2");
@@ -178,6 +179,13 @@ fn start_slow_conversion(out: &Path) -> (std::process::Child, std::path::PathBuf
         ])
         .spawn()
         .unwrap();
+    // A fixed sleep raced with the conversion once it got fast; wait for the
+    // temporary output instead (created just before copying starts).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(out).unwrap().count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "conversion never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     (child, dst)
 }
 
@@ -186,7 +194,6 @@ fn interrupted_conversion_cleans_up_and_exits_130() {
     let out_guard = scratch("sigint");
     let out = out_guard.path();
     let (mut child, _) = start_slow_conversion(out);
-    std::thread::sleep(std::time::Duration::from_millis(500));
     tool_ok("kill", &["-INT", &child.id().to_string()]);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{status:?}");
@@ -206,7 +213,6 @@ fn killed_conversion_leaves_no_final_file() {
     let out_guard = scratch("kill");
     let out = out_guard.path();
     let (mut child, dst) = start_slow_conversion(out);
-    std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap();
     let status = child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;

@@ -104,6 +104,23 @@ impl ChunkEncoder for PlainEncoder {
     }
 }
 
+/// Positional writes into an output file, safe to issue from many threads
+/// at once as long as the ranges do not overlap.
+pub trait DataSink: Send + Sync {
+    /// Writes all of `bytes` at host offset `offset`.
+    fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()>;
+}
+
+/// A plain run of an [`EncodedChunk`] that [`ImageWriter::place_chunk`]
+/// placed but left for the caller to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredWrite {
+    /// Bytes of [`EncodedChunk::data`] to store.
+    pub range: std::ops::Range<usize>,
+    /// Where they go in the output file.
+    pub host_offset: u64,
+}
+
 /// A new image being written. Chunks arrive in strictly increasing offset order.
 pub trait ImageWriter: Send {
     /// Unit of allocation; chunk offsets and lengths are multiples of it.
@@ -114,6 +131,24 @@ pub trait ImageWriter: Send {
 
     /// Stores one encoded chunk.
     fn write_chunk(&mut self, chunk: &EncodedChunk) -> Result<()>;
+
+    /// Where plain data may be stored by the caller, from many threads at
+    /// once; `None` (the default) when the writer stores everything itself.
+    fn data_sink(&self) -> Option<Arc<dyn DataSink>> {
+        None
+    }
+
+    /// Like [`ImageWriter::write_chunk`] (same ordering rules, same resulting
+    /// image), except that the writer may leave some plain runs unwritten and
+    /// return them: every host offset and all metadata are decided here, in
+    /// order, so the output does not depend on when or from which thread the
+    /// caller then stores the returned runs through [`ImageWriter::data_sink`].
+    /// The caller must store them all before [`ImageWriter::finish`]. Only
+    /// writers with a data sink return runs.
+    fn place_chunk(&mut self, chunk: &EncodedChunk) -> Result<Vec<DeferredWrite>> {
+        self.write_chunk(chunk)?;
+        Ok(Vec::new())
+    }
 
     /// Writes remaining metadata; the image is complete afterwards. Making it
     /// durable (fsync) is the caller's decision, not the writer's.

@@ -24,7 +24,8 @@ use self::refcount::RefcountStream;
 pub use self::refcount::MAX_REFTABLE_BYTES;
 use crate::error::{check_limit, Error, Result};
 use crate::sink::{
-    ChunkEncoder, ClusterData, EncodedChunk, ImageWriter, Preallocation, WriteOptions, WriteSummary,
+    ChunkEncoder, ClusterData, DataSink, DeferredWrite, EncodedChunk, ImageWriter, Preallocation,
+    WriteOptions, WriteSummary,
 };
 use std::fs::File;
 use std::sync::Arc;
@@ -38,6 +39,10 @@ const MAX_CLUSTER_BITS: u32 = 21;
 
 /// Largest L1 table v2x writes, in bytes; qemu refuses to open larger ones.
 pub const MAX_L1_BYTES: u64 = 32 << 20;
+
+/// Plain runs at least this long are left to the caller by `place_chunk`
+/// even when that means writing out buffered bytes first.
+const DEFER_MIN: usize = 1 << 20;
 
 /// Bytes in a qcow2 sector; the virtual size is a whole number of them.
 const SECTOR: u64 = 512;
@@ -155,8 +160,11 @@ impl Qcow2Writer {
             l1_clusters,
         };
 
-        if file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        if file.metadata().is_ok_and(|m| m.is_file() && m.len() != 0) {
             // A regular file starts empty, so never-written gaps read as zero.
+            // Only truncate when needed: on ext4, truncating even an empty
+            // file to 0 makes its last close write out every delayed block
+            // (auto_da_alloc), which made the process wait for the disk.
             file.set_len(0)
                 .map_err(|e| Error::io("truncating qcow2 output", e))?;
         }
@@ -269,11 +277,20 @@ impl Qcow2Writer {
         Ok(())
     }
 
-    /// Stores a run of plain clusters (all in the current L2 table).
-    fn store_plain(&mut self, guest: u64, bytes: &[u8]) -> Result<()> {
+    /// Stores a run of plain clusters (all in the current L2 table). With
+    /// `defer`, the run may only be placed: then its host offset is returned
+    /// and the caller writes the bytes.
+    fn store_plain(&mut self, guest: u64, bytes: &[u8], defer: bool) -> Result<Option<u64>> {
         let cs = self.geo.cluster_size();
         self.log.pad_to_cluster()?;
-        let at = self.log.append(bytes)?;
+        // Deferring costs a write of the buffered bytes (compressed clusters,
+        // tables); worth it only for big runs or an empty buffer.
+        let deferred = defer && (!self.log.has_buffered() || bytes.len() >= DEFER_MIN);
+        let at = if deferred {
+            self.log.reserve(bytes.len() as u64)?
+        } else {
+            self.log.append(bytes)?
+        };
         self.log.pad_to_cluster()?;
         let count = (bytes.len() as u64).div_ceil(cs);
         check_host_offset(at + count * cs)?;
@@ -283,7 +300,49 @@ impl Qcow2Writer {
             self.set_l2(guest + i * cs, (at + i * cs) | FLAG_COPIED);
         }
         self.data_bytes += bytes.len() as u64;
-        Ok(())
+        Ok(deferred.then_some(at))
+    }
+
+    /// Stores or places `chunk`; with `defer`, returns the plain runs left
+    /// for the caller to write.
+    fn store_chunk(&mut self, chunk: &EncodedChunk, defer: bool) -> Result<Vec<DeferredWrite>> {
+        self.check_chunk(chunk)?;
+        let cs = self.geo.cluster_size();
+        let per_l2 = self.geo.table_entries();
+        let first_cluster = chunk.offset >> self.geo.cluster_bits;
+        let n = chunk.clusters.len();
+        let mut deferred = Vec::new();
+        let mut i = 0;
+        while i < n {
+            let guest = chunk.offset + i as u64 * cs;
+            match &chunk.clusters[i] {
+                ClusterData::Zero => i += 1,
+                ClusterData::Compressed(bytes) => {
+                    self.select_l2(guest)?;
+                    self.store_compressed(guest, bytes)?;
+                    i += 1;
+                }
+                ClusterData::Plain => {
+                    // A run of plain clusters, cut where the L2 table changes.
+                    let l2_end = ((first_cluster + i as u64) / per_l2 + 1) * per_l2;
+                    let mut j = i + 1;
+                    while j < n
+                        && chunk.clusters[j] == ClusterData::Plain
+                        && first_cluster + (j as u64) < l2_end
+                    {
+                        j += 1;
+                    }
+                    let range = i * cs as usize..(j * cs as usize).min(chunk.data.len());
+                    self.select_l2(guest)?;
+                    if let Some(host_offset) = self.store_plain(guest, &chunk.data[range.clone()], defer)? {
+                        deferred.push(DeferredWrite { range, host_offset });
+                    }
+                    i = j;
+                }
+            }
+        }
+        self.guest_end = chunk.offset + chunk.data.len() as u64;
+        Ok(deferred)
     }
 
     /// Stores one compressed cluster, packed right after the previous bytes.
@@ -379,41 +438,17 @@ impl ImageWriter for Qcow2Writer {
     }
 
     fn write_chunk(&mut self, chunk: &EncodedChunk) -> Result<()> {
-        self.check_chunk(chunk)?;
-        let cs = self.geo.cluster_size();
-        let per_l2 = self.geo.table_entries();
-        let first_cluster = chunk.offset >> self.geo.cluster_bits;
-        let n = chunk.clusters.len();
-        let mut i = 0;
-        while i < n {
-            let guest = chunk.offset + i as u64 * cs;
-            match &chunk.clusters[i] {
-                ClusterData::Zero => i += 1,
-                ClusterData::Compressed(bytes) => {
-                    self.select_l2(guest)?;
-                    self.store_compressed(guest, bytes)?;
-                    i += 1;
-                }
-                ClusterData::Plain => {
-                    // A run of plain clusters, cut where the L2 table changes.
-                    let l2_end = ((first_cluster + i as u64) / per_l2 + 1) * per_l2;
-                    let mut j = i + 1;
-                    while j < n
-                        && chunk.clusters[j] == ClusterData::Plain
-                        && first_cluster + (j as u64) < l2_end
-                    {
-                        j += 1;
-                    }
-                    let start = i * cs as usize;
-                    let end = (j * cs as usize).min(chunk.data.len());
-                    self.select_l2(guest)?;
-                    self.store_plain(guest, &chunk.data[start..end])?;
-                    i = j;
-                }
-            }
-        }
-        self.guest_end = chunk.offset + chunk.data.len() as u64;
+        let deferred = self.store_chunk(chunk, false)?;
+        debug_assert!(deferred.is_empty());
         Ok(())
+    }
+
+    fn data_sink(&self) -> Option<Arc<dyn DataSink>> {
+        Some(Arc::new(self.log.sink()))
+    }
+
+    fn place_chunk(&mut self, chunk: &EncodedChunk) -> Result<Vec<DeferredWrite>> {
+        self.store_chunk(chunk, true)
     }
 
     fn finish(mut self: Box<Self>) -> Result<WriteSummary> {

@@ -2,7 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::sink::{
-    ChunkEncoder, EncodedChunk, ImageWriter, PlainEncoder, Preallocation, WriteOptions, WriteSummary,
+    ChunkEncoder, DataSink, DeferredWrite, EncodedChunk, ImageWriter, PlainEncoder, Preallocation,
+    WriteOptions, WriteSummary,
 };
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -14,7 +15,7 @@ const RAW_GRANULE: u64 = 4096;
 /// Writes a raw image into a fresh file.
 #[derive(Debug)]
 pub struct RawWriter {
-    file: File,
+    file: Arc<RawFile>,
     size: u64,
     data_bytes: u64,
 }
@@ -37,10 +38,22 @@ impl RawWriter {
             }
         }
         Ok(RawWriter {
-            file,
+            file: Arc::new(RawFile(file)),
             size,
             data_bytes: 0,
         })
+    }
+}
+
+/// The output file, shared with the copier's threads.
+#[derive(Debug)]
+struct RawFile(File);
+
+impl DataSink for RawFile {
+    fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
+        self.0
+            .write_all_at(bytes, offset)
+            .map_err(|e| Error::io(format!("writing raw output at {offset:#x}"), e))
     }
 }
 
@@ -75,18 +88,29 @@ impl ImageWriter for RawWriter {
     }
 
     fn write_chunk(&mut self, chunk: &EncodedChunk) -> Result<()> {
-        for run in chunk.plain_runs(RAW_GRANULE) {
-            let at = chunk.offset + run.start as u64;
-            self.file
-                .write_all_at(&chunk.data[run.clone()], at)
-                .map_err(|e| Error::io(format!("writing raw output at {at:#x}"), e))?;
-            self.data_bytes += run.len() as u64;
+        for w in self.place_chunk(chunk)? {
+            self.file.write_at(&chunk.data[w.range], w.host_offset)?;
         }
         Ok(())
     }
 
+    fn data_sink(&self) -> Option<Arc<dyn DataSink>> {
+        Some(self.file.clone())
+    }
+
+    fn place_chunk(&mut self, chunk: &EncodedChunk) -> Result<Vec<DeferredWrite>> {
+        let runs = chunk.plain_runs(RAW_GRANULE);
+        let mut out = Vec::with_capacity(runs.len());
+        for range in runs {
+            self.data_bytes += range.len() as u64;
+            let host_offset = chunk.offset + range.start as u64;
+            out.push(DeferredWrite { range, host_offset });
+        }
+        Ok(out)
+    }
+
     fn finish(self: Box<Self>) -> Result<WriteSummary> {
-        let file_size = self.file.metadata().map(|m| m.len()).unwrap_or(self.size);
+        let file_size = self.file.0.metadata().map(|m| m.len()).unwrap_or(self.size);
         Ok(WriteSummary {
             virtual_size: self.size,
             data_bytes: self.data_bytes,

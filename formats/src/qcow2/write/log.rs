@@ -9,6 +9,7 @@
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 /// Buffered bytes are written out once the buffer would grow past this.
 const FLUSH_AT: usize = 4 << 20;
@@ -19,7 +20,7 @@ const DIRECT_MIN: usize = 1 << 20;
 /// Append-only writer over the data area of a new qcow2 file.
 #[derive(Debug)]
 pub(super) struct HostLog {
-    file: File,
+    file: Arc<File>,
     cluster_size: u64,
     /// Bytes not yet written; they belong at `buf_start..`.
     buf: Vec<u8>,
@@ -31,7 +32,7 @@ impl HostLog {
     /// Starts appending at `start` (cluster aligned) in `file`.
     pub(super) fn new(file: File, cluster_size: u64, start: u64) -> Self {
         HostLog {
-            file,
+            file: Arc::new(file),
             cluster_size,
             buf: Vec::new(),
             buf_start: start,
@@ -63,6 +64,31 @@ impl HostLog {
         Ok(at)
     }
 
+    /// True when appending now would first write out buffered bytes.
+    pub(super) fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Reserves `len` bytes at the end without writing them and returns
+    /// their host offset; the caller writes them through [`HostLog::sink`].
+    /// Buffered bytes before them are written out first.
+    pub(super) fn reserve(&mut self, len: u64) -> Result<u64> {
+        let at = self.end();
+        let end = at
+            .checked_add(len)
+            .ok_or_else(|| Error::invalid("qcow2 output grows past 2^64 bytes"))?;
+        self.flush()?;
+        self.buf_start = end;
+        Ok(at)
+    }
+
+    /// A handle for writing reserved ranges from other threads.
+    pub(super) fn sink(&self) -> LogSink {
+        LogSink {
+            file: self.file.clone(),
+        }
+    }
+
     /// Appends zeros up to the next cluster boundary (nothing if aligned).
     pub(super) fn pad_to_cluster(&mut self) -> Result<()> {
         let rem = self.end() % self.cluster_size;
@@ -88,6 +114,20 @@ impl HostLog {
 
     /// Writes `bytes` at `offset`, outside the log (header, L1 table).
     pub(super) fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
+        self.file
+            .write_all_at(bytes, offset)
+            .map_err(|e| Error::io(format!("writing qcow2 output at {offset:#x}"), e))
+    }
+}
+
+/// Writes ranges reserved in a [`HostLog`], from any thread.
+#[derive(Debug)]
+pub(super) struct LogSink {
+    file: Arc<File>,
+}
+
+impl crate::sink::DataSink for LogSink {
+    fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
         self.file
             .write_all_at(bytes, offset)
             .map_err(|e| Error::io(format!("writing qcow2 output at {offset:#x}"), e))
