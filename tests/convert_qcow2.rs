@@ -145,25 +145,28 @@ fn existing_output_is_kept_without_force() {
     assert_eq!(left.len(), 1, "{left:?}");
 }
 
-/// Starts converting a 256 MiB disk, mostly data, with level-9 zlib on one
-/// thread, and waits until its temporary output exists: the rest takes about
-/// half a second, long enough to be interrupted. Returns the running child
-/// and the output path.
+/// Starts converting a 256 MiB disk of incompressible data with level-9 zlib
+/// on one thread (several seconds: every cluster is compressed and then
+/// stored raw), and waits until its temporary output exists. Returns the
+/// running child and the output path.
 fn start_slow_conversion(out: &Path) -> (std::process::Child, std::path::PathBuf) {
+    use std::io::Write;
     let src = out.join("big.raw");
-    tool_ok(
-        "python3",
-        &[
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("testdata/gen-pattern.py")
-                .to_str()
-                .unwrap(),
-            s(&src),
-            &(256u64 << 20).to_string(),
-            "5",
-            "2400",
-        ],
-    );
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        for word in block.chunks_exact_mut(8) {
+            // xorshift64: fast, deterministic, incompressible for zlib.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        file.write_all(&block).unwrap();
+    }
+    file.flush().unwrap();
+    drop(file);
     let dst = out.join("big.qcow2");
     let child = v2x()
         .args([
