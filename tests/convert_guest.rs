@@ -111,6 +111,12 @@ fn mbr_guest_converts_and_only_planned_files_change() {
         "ls -l /etc/systemd/system/multi-user.target.wants",
     );
     assert!(!wants.contains("open-vm-tools"), "{wants}");
+    // /etc/network/interfaces names ens192 (the VMware NIC); the virtio NIC
+    // is given that name by a udev rule in a directory that did not exist.
+    let rule = debugfs(&out, MBR_ROOT.0, "cat /etc/udev/rules.d/70-v2x-net-name.rules");
+    assert!(rule.contains(r#"DRIVERS=="virtio_net", NAME="ens192""#), "{rule}");
+    let interfaces = debugfs(&out, MBR_ROOT.0, "cat /etc/network/interfaces");
+    assert!(interfaces.contains("iface ens192 inet dhcp"), "{interfaces}");
 }
 
 #[test]

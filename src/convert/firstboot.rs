@@ -176,7 +176,7 @@ fn init_script() -> String {
 }
 
 /// Mkdir edits for `dir` and its missing parents, outermost first.
-fn mkdirs(tree: &GuestRoot, dir: &str, edits: &mut Vec<Edit>) -> Result<()> {
+pub(crate) fn mkdirs(tree: &GuestRoot, dir: &str, edits: &mut Vec<Edit>) -> Result<()> {
     let mut path = String::new();
     for comp in dir.split('/').filter(|c| !c.is_empty()) {
         path.push('/');

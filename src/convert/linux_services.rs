@@ -262,7 +262,62 @@ pub fn unpin_mac(kind: &str, text: &str, name: &str) -> Option<String> {
     changed.then_some(out)
 }
 
-/// Unpins network configuration from the old NIC's MAC address.
+/// The udev rule that gives the virtio NIC the old NIC's name.
+pub const NIC_NAME_RULES: &str = "/etc/udev/rules.d/70-v2x-net-name.rules";
+
+/// The names of physical NICs that the guest's network configuration
+/// depends on (`ens192` for `iface ens192.10`, `DEVICE=ens192`, or a
+/// networkd `Name=ens192`), other than the kernel's classic `ethN`, which a
+/// virtio NIC gets too. Globs, bridges, bonds and the like are not NICs.
+fn nic_names(info: &LinuxInfo) -> BTreeSet<String> {
+    info.network
+        .iter()
+        .filter(|n| n.kind != "udev")
+        .flat_map(|n| n.interfaces.iter())
+        .filter_map(|i| {
+            let base = i.split(['.', ':']).next().unwrap_or("");
+            is_predictable_nic_name(base).then(|| base.to_string())
+        })
+        .collect()
+}
+
+/// True for a systemd/biosdevname style NIC name: `en` + kind letter + an
+/// index (`ens192`, `enp11s0`, `eno1`, `enx...`), `emN` or `pNpM`.
+fn is_predictable_nic_name(name: &str) -> bool {
+    let alnum = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if name.len() > 15 {
+        return false; // IFNAMSIZ
+    }
+    if let Some(rest) = name.strip_prefix("en") {
+        let mut c = rest.chars();
+        return matches!(c.next(), Some('s' | 'p' | 'o' | 'x' | 'b' | 'c' | 'v' | 'P')) && alnum(c.as_str());
+    }
+    if let Some(n) = name.strip_prefix("em") {
+        return digits(n);
+    }
+    if let Some(rest) = name.strip_prefix('p') {
+        if let Some((a, b)) = rest.split_once('p') {
+            return digits(a) && digits(b.split('_').next().unwrap_or(""));
+        }
+    }
+    false
+}
+
+/// A udev rule naming the virtio NIC `name` (rules outrank the kernel's and
+/// systemd's own naming, and work with udev before systemd too). With more
+/// than one virtio NIC only the first gets the name.
+fn nic_name_rule(name: &str) -> String {
+    format!(
+        "# Added by v2x: this guest's network configuration names its NIC {name}, the\n\
+         # name it had on the old hypervisor, so the virtio NIC gets that name.\n\
+         SUBSYSTEM==\"net\", ACTION==\"add\", DRIVERS==\"virtio_net\", NAME=\"{name}\"\n"
+    )
+}
+
+/// Unpins network configuration from the old NIC's MAC address, and keeps
+/// configuration written for the old NIC's name working (see
+/// [`NIC_NAME_RULES`]).
 ///
 /// With one pinned configuration the match becomes the new NIC's name
 /// pattern (`en*`, and `eth*` for guests with classic names), keeping the
@@ -307,6 +362,30 @@ pub fn network_step(tree: &GuestRoot, info: &LinuxInfo) -> Result<Step> {
         edits.push(Edit::Remove { path: n.path.clone() });
         notes.push(format!("{}: NIC names tied to old MACs, removed", n.path));
     }
+    let names = nic_names(info);
+    match names.len() {
+        0 => {}
+        1 => {
+            let name = names.iter().next().expect("one name");
+            if !tree.exists(NIC_NAME_RULES)? {
+                notes.push(format!(
+                    "configuration names the NIC {name}, its name on the old hypervisor: the virtio NIC is given that name ({NIC_NAME_RULES})"
+                ));
+                crate::convert::firstboot::mkdirs(tree, "/etc/udev/rules.d", &mut edits)?;
+                edits.push(Edit::WriteFile {
+                    path: NIC_NAME_RULES.into(),
+                    old: None,
+                    new: nic_name_rule(name).into_bytes(),
+                    mode: 0o644,
+                });
+            }
+        }
+        _ => notes.push(format!(
+            "configuration names {} NICs ({}); the new NICs keep their own names, so map them by hand",
+            names.len(),
+            names.iter().cloned().collect::<Vec<_>>().join(", ")
+        )),
+    }
     Ok(Step {
         id: "network".into(),
         summary: "network configuration no longer tied to the old NIC's MAC address".into(),
@@ -344,6 +423,53 @@ mod tests {
             "[connection]\nid=Wired\n#interface-name=ens33 (removed by v2x: names the old NIC)\n[ethernet]\n#mac-address=00:0C:29:01:02:03 (removed by v2x: names the old NIC)\n"
         );
         assert_eq!(unpin_mac("networkd", "[Match]\nName=eth0\n", "x"), None);
+    }
+
+    #[test]
+    fn nic_names_are_physical_and_predictable() {
+        for n in [
+            "ens192",
+            "enp11s0",
+            "eno1",
+            "enx0050568a3c01",
+            "em1",
+            "p2p1",
+            "ens33",
+        ] {
+            assert!(is_predictable_nic_name(n), "{n}");
+        }
+        for n in [
+            "eth0",
+            "en*",
+            "br0",
+            "bond0",
+            "lo",
+            "en",
+            "ens",
+            "virbr0",
+            "p2",
+            "enp1s0\"x",
+        ] {
+            assert!(!is_predictable_nic_name(n), "{n}");
+        }
+        let net = |kind: &str, ifs: &[&str]| crate::guest::linux::network::NetConfig {
+            path: "/x".into(),
+            kind: kind.into(),
+            interfaces: ifs.iter().map(|s| s.to_string()).collect(),
+            macs: vec![],
+        };
+        let info = LinuxInfo {
+            network: vec![
+                net("interfaces", &["ens192", "ens192.10", "br0"]),
+                net("udev", &["ens224"]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(nic_names(&info).into_iter().collect::<Vec<_>>(), ["ens192"]);
+        assert_eq!(
+            nic_name_rule("ens192").lines().last().unwrap(),
+            r#"SUBSYSTEM=="net", ACTION=="add", DRIVERS=="virtio_net", NAME="ens192""#
+        );
     }
 
     #[test]
