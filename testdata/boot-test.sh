@@ -18,6 +18,11 @@
 # for each boot, i.e. empty NVRAM with no boot entries, so only the removable
 # media path \EFI\BOOT\BOOTX64.EFI can boot). V2X_OVMF_CODE and V2X_OVMF_VARS
 # override the two files (they must be a matching pair).
+#
+# The guest has one virtio-net NIC on QEMU's user network (which answers
+# DHCP). With V2X_BOOT_PCAP=FILE its traffic is written to FILE (pcap), so a
+# caller can check that the guest's own network configuration brought the NIC
+# up (a DHCP request from the guest).
 set -euo pipefail
 
 usage() { echo "usage: boot-test.sh IMAGE FORMAT BUS(virtio|sata) [TIMEOUT]" >&2; exit 2; }
@@ -75,6 +80,11 @@ if [ -z "$log" ]; then
 fi
 : > "$log"
 
+nic=(-netdev user,id=net0 -device virtio-net-pci,netdev=net0)
+if [ -n "${V2X_BOOT_PCAP:-}" ]; then
+    nic+=(-object "filter-dump,id=dump0,netdev=net0,file=$V2X_BOOT_PCAP")
+fi
+
 fw=()
 if [ "$firmware" = uefi ]; then
     code=${V2X_OVMF_CODE:-/usr/share/OVMF/OVMF_CODE_4M.fd}
@@ -94,7 +104,7 @@ fi
 qemu-system-x86_64 -accel tcg -machine q35 -m 1024 -nographic \
     -monitor none -serial "file:$log" -snapshot "${fw[@]}" \
     -drive "file=$image,format=$format,if=none,id=disk0" "${disk[@]}" \
-    -nic user,model=virtio-net-pci &
+    "${nic[@]}" &
 qemu=$!
 
 start=$(date +%s)

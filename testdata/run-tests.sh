@@ -52,6 +52,13 @@ if [ "${V2X_SLOW_TESTS:-0}" = 1 ] && ! command -v qemu-system-x86_64 >/dev/null;
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --allow-downgrades \
     qemu-system-x86 qemu-utils/bookworm debootstrap
 fi
+# UEFI boots (tests/boot_variants.rs) need OVMF; the variant guests need LVM
+# and FAT tools to build (gen-debian-variants.sh installs those itself too).
+if [ "${V2X_SLOW_TESTS:-0}" = 1 ] && [ ! -f /usr/share/OVMF/OVMF_CODE_4M.fd ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    ovmf lvm2 dosfstools mtools
+fi
 
 echo "== fast tier: cargo test --workspace (slow tier: ${V2X_SLOW_TESTS:-0})"
 env -u V2X_CORPUS cargo test --workspace --locked

@@ -191,6 +191,78 @@ pub fn slow_tier() -> bool {
     }
 }
 
+/// Two TCG boots at once on a small CI machine only make both slower.
+static ONE_BOOT_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs testdata/boot-test.sh on `image` with `firmware` ("bios" or "uefi",
+/// fresh NVRAM) and the disk on `bus` ("virtio" or "sata"); boots of one
+/// test binary run one at a time. With `log`, the console is kept there.
+pub fn boot_test(image: &Path, format: &str, bus: &str, firmware: &str, log: Option<&Path>) -> Output {
+    let _guard = ONE_BOOT_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/boot-test.sh");
+    let mut cmd = Command::new("bash");
+    cmd.args([
+        script.to_str().unwrap(),
+        image.to_str().unwrap(),
+        format,
+        bus,
+        "1500",
+    ]);
+    cmd.env("V2X_BOOT_FIRMWARE", firmware);
+    if let Some(log) = log {
+        cmd.env("V2X_BOOT_LOG", log);
+        cmd.env("V2X_BOOT_PCAP", log.with_extension("pcap"));
+    }
+    cmd.output().expect("running testdata/boot-test.sh")
+}
+
+/// True when the pcap file that [`boot_test`] wrote beside its console log
+/// holds a DHCP request (BOOTREQUEST from UDP port 68 to 67 with the DHCP
+/// magic cookie) sent by the guest: its network configuration, as converted,
+/// brought the virtio NIC up.
+pub fn guest_sent_dhcp_request(console_log: &Path) -> bool {
+    let pcap = std::fs::read(console_log.with_extension("pcap")).unwrap_or_default();
+    let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    // The file is written on the host in its byte order: little-endian here.
+    if pcap.len() < 24 || pcap[..4] != [0xd4, 0xc3, 0xb2, 0xa1] {
+        return false;
+    }
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let len = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let Some(frame) = pcap.get(at + 16..at + 16 + len) else {
+            break;
+        };
+        at += 16 + len;
+        // Ethernet II carrying IPv4, then UDP.
+        if frame.len() < 14 + 20 || be16(frame, 12) != 0x0800 || frame[14 + 9] != 17 {
+            continue;
+        }
+        let udp = 14 + usize::from(frame[14] & 0x0f) * 4;
+        let dhcp = udp + 8;
+        if frame.len() < dhcp + 240 {
+            continue;
+        }
+        if be16(frame, udp) == 68
+            && be16(frame, udp + 2) == 67
+            && frame[dhcp] == 1
+            && frame[dhcp + 236..dhcp + 240] == [0x63, 0x82, 0x53, 0x63]
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// stdout then stderr of a finished command, as text.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// The byte ranges (512-byte granularity, merged) where two raw images differ.
 pub fn differing_ranges(a: &Path, b: &Path) -> Vec<(u64, u64)> {
     use std::io::Read;
