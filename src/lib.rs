@@ -15,4 +15,6 @@ pub mod options;
 pub mod overlay;
 pub mod pipeline;
 pub mod report;
+pub mod target;
+pub mod vm;
 pub mod volume;
