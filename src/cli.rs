@@ -67,6 +67,29 @@ EXIT STATUS:
     exit_status_common!()
 );
 
+/// The manifest format and exit status of `v2x batch`.
+pub const BATCH_HELP: &str = concat!(
+    "MANIFEST (TOML):
+  [defaults]              options every VM gets unless it sets them itself
+  target = \"local\"
+  [[vm]]                  one table per VM
+  source = \"web.ova\"      the VM or disk to convert (relative to the manifest)
+  output = \"out/web\"      its OUTPUT (relative to the manifest)
+  name = \"web\"            any other key is a long option of `v2x convert`:
+  network = [\"VM Network:default\"]   lists repeat it, true sets a flag
+  Keys are checked like command-line options; a bad entry fails that VM only.
+
+JSON EVENTS (--json): the events of `convert --json`, each with \"vm\" (the VM's
+  name or source), then one summary event: vms [{vm, status (ok|failed), exit,
+  seconds, output, error?}], ok, failed.
+
+EXIT STATUS:
+  0  every VM converted
+  otherwise the exit status of the first failed VM in manifest order (see below)
+",
+    exit_status_common!()
+);
+
 /// The JSON schema of `inspect --json`, shown in `--help` and the man page.
 pub const INSPECT_HELP: &str = concat!(
     "JSON SCHEMA (--json), version 1. One object:
@@ -103,9 +126,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Convert a disk image to another format (qcow2 by default).
+    /// Convert a disk image to another format (qcow2 by default), or a whole VM
+    /// (OVA, OVF, VMX) for a target platform.
     #[command(after_long_help = CONVERT_HELP)]
     Convert(ConvertArgs),
+    /// Convert every VM listed in a TOML manifest; a failed VM does not stop the others.
+    #[command(after_long_help = BATCH_HELP)]
+    Batch(BatchArgs),
     /// Show what an image is: format, sizes, backing chain.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Info(InfoArgs),
@@ -185,10 +212,14 @@ pub struct SourceArgs {
 /// Arguments of `v2x convert`.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// The source image (any supported format, or a block device).
+    /// The source: a disk image (any supported format, or a block device), or a
+    /// whole VM: an OVA, an OVF or a VMware .vmx.
     pub input: PathBuf,
-    /// The new image. Written to OUTPUT.tmp-* and renamed when complete.
-    pub output: PathBuf,
+    /// The new image, written to OUTPUT.tmp-* and renamed when complete. For a VM
+    /// target (`--target`, and by default for OVA/OVF/VMX sources) a directory that
+    /// receives NAME-sda, NAME-sdb, ... and the target's description of the VM.
+    #[arg(required_unless_present = "print_source")]
+    pub output: Option<PathBuf>,
     /// Source format; detected from the image's magic when omitted.
     #[arg(short = 'f', long = "source-format", value_enum)]
     pub source_format: Option<InputFormat>,
@@ -237,6 +268,73 @@ pub struct ConvertArgs {
     /// How the source is opened.
     #[command(flatten)]
     pub source: SourceArgs,
+    /// Write a whole VM for this platform into the OUTPUT directory: `local`
+    /// (libvirt domain XML), `qemu` (a shell script), `kubevirt` (VirtualMachine
+    /// YAML), `openstack` (glance image properties), `null` (convert, then discard).
+    /// Default: `local` for OVA/OVF/VMX sources; none (one disk image) otherwise.
+    #[arg(short = 't', long, value_enum)]
+    pub target: Option<TargetArg>,
+    /// The VM's name: the stem of every output file (default: the source's name).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Map source network IN to target network OUT (repeatable); `--network OUT`
+    /// alone is the default for unmapped networks (else libvirt's `default`).
+    #[arg(long, value_name = "IN:OUT")]
+    pub network: Vec<String>,
+    /// Map source network IN to host bridge OUT (repeatable); `--bridge OUT` alone is
+    /// the default for unmapped networks. A --network mapping wins.
+    #[arg(long, value_name = "IN:OUT")]
+    pub bridge: Vec<String>,
+    /// How the VM's disks are attached on the target.
+    #[arg(long, value_enum, default_value = "virtio-blk")]
+    pub block_driver: BlockDriverArg,
+    /// Print the VM the source describes (disks, CPUs, memory, NICs, firmware, OS)
+    /// and exit; with --json, as one JSON object.
+    #[arg(long)]
+    pub print_source: bool,
+    /// Do not check an OVA's manifest (.mf) digests.
+    #[arg(long)]
+    pub no_verify_manifest: bool,
+}
+
+/// Targets accepted by `--target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetArg {
+    /// Disks plus a libvirt domain XML (NAME.xml).
+    Local,
+    /// Disks plus an executable qemu-system-x86_64 script (NAME.sh).
+    Qemu,
+    /// Disks plus a KubeVirt VirtualMachine (NAME.yaml).
+    Kubevirt,
+    /// Disks plus glance image properties (NAME.json).
+    Openstack,
+    /// Convert and discard the output (for tests and timing).
+    Null,
+}
+
+/// Disk attachment accepted by `--block-driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BlockDriverArg {
+    /// virtio-blk.
+    VirtioBlk,
+    /// virtio-scsi.
+    VirtioScsi,
+}
+
+/// Arguments of `v2x batch`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The manifest: `[[vm]]` tables with `source`, `output` and any `convert` option.
+    pub manifest: PathBuf,
+    /// VMs converted at the same time.
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
+    /// Print one JSON event per line, each tagged with its VM ("vm"), then a summary event.
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing but errors and the summary.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// Arguments of `v2x info`.

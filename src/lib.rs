@@ -2,6 +2,7 @@
 //! `main.rs` is a thin shell over [`pipeline`].
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod cli;
 pub mod compare;
 pub mod convert;
@@ -10,6 +11,7 @@ pub mod exit;
 pub mod fs;
 pub mod fuzzing;
 pub mod guest;
+pub mod machine;
 pub mod manpages;
 pub mod options;
 pub mod overlay;

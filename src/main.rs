@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Convert(a) => pipeline::convert(a),
+        Command::Batch(a) => v2x::batch::run(a),
         Command::Info(a) => pipeline::info(a),
         Command::Compare(a) => pipeline::compare_cmd(a),
         Command::Inspect(a) => pipeline::inspect_cmd(a),

@@ -20,7 +20,12 @@ use v2x_formats::{create_writer, OutputFormat};
 
 /// `v2x convert`: returns the process exit code.
 pub fn convert(args: &ConvertArgs) -> Result<u8> {
-    let mode = if args.json {
+    run_convert(args, mode_of(args), None)
+}
+
+/// How `args` asks to report.
+pub fn mode_of(args: &ConvertArgs) -> Mode {
+    if args.json {
         Mode::Json
     } else if args.quiet {
         Mode::Quiet
@@ -28,10 +33,27 @@ pub fn convert(args: &ConvertArgs) -> Result<u8> {
         Mode::Human {
             progress: args.progress,
         }
+    }
+}
+
+/// One conversion, reported in `mode`; `tag` labels its events in batch runs.
+/// A disk source without `--target` becomes one image; anything else is a
+/// whole VM (see [`crate::machine`]).
+pub fn run_convert(args: &ConvertArgs, mode: Mode, tag: Option<&str>) -> Result<u8> {
+    let result = if args.print_source {
+        crate::machine::print_source(args)
+    } else {
+        match crate::machine::vm_target(args) {
+            Ok(Some(target)) => crate::machine::convert_vm(args, target, mode, tag),
+            Ok(None) => match &args.output {
+                Some(out) => convert_disk(args, out, mode, tag),
+                None => Err(v2x_formats::Error::invalid("convert needs an OUTPUT").into()),
+            },
+            Err(e) => Err(e),
+        }
     };
-    let result = convert_inner(args, mode);
     if let (Err(e), Mode::Json) = (&result, mode) {
-        Reporter::new(mode, 0).event(
+        Reporter::tagged(mode, 0, tag.map(str::to_string)).event(
             "error",
             json!({"kind": exit::kind_for(e), "message": format!("{e:#}")}),
         );
@@ -39,21 +61,22 @@ pub fn convert(args: &ConvertArgs) -> Result<u8> {
     result
 }
 
-fn convert_inner(args: &ConvertArgs, mode: Mode) -> Result<u8> {
+/// One disk image in, one disk image out.
+fn convert_disk(args: &ConvertArgs, output: &Path, mode: Mode, tag: Option<&str>) -> Result<u8> {
     // Stage: open. The source is only ever opened read-only.
     let src: Arc<dyn BlockSource> = Arc::from(open_source(&args.input, &args.source, args.source_format)?);
     let info = src.info();
-    let out_format = output_format(args);
+    let out_format = output_format(args, Some(output));
     let wopts = write_options(&args.options, args.compress)?;
     if !args.dry_run {
-        check_output(&args.input, &args.output, args.force)?;
+        check_output(&args.input, output, args.force)?;
     }
 
-    let reporter = Reporter::new(mode, src.size());
+    let reporter = Reporter::tagged(mode, src.size(), tag.map(str::to_string));
     reporter.event(
         "start",
         json!({
-            "input": args.input, "input_format": info.format, "output": args.output,
+            "input": args.input, "input_format": info.format, "output": output,
             "output_format": out_format.name(), "virtual_size": src.size(),
             "dry_run": args.dry_run, "convert": !args.no_convert,
         }),
@@ -71,37 +94,70 @@ fn convert_inner(args: &ConvertArgs, mode: Mode) -> Result<u8> {
             format: info.format.clone(),
             source: src,
         }];
-        let prepared = guest::prepare(disks, &args.root)
-            .context("inspecting the guest (--no-convert copies the disk without guest changes)")?;
-        report_plan(&reporter, &prepared);
-        if args.dry_run {
-            if mode != Mode::Json {
-                print_out(&prepared.plan.render())?;
-            }
+        let Some(prepared) = prepare_and_apply(args, disks, &reporter, mode)? else {
             return Ok(exit::OK);
-        }
-        let applied = guest::apply(&prepared).context(
-            "converting the guest; nothing was written (--no-convert copies the disk without guest changes)",
-        )?;
-        for (id, n) in &applied.steps {
-            reporter.event("step", json!({"id": id, "edits": n}));
-        }
-        if !applied.steps.is_empty() {
-            let edited: u64 = prepared.overlays.iter().map(|o| o.edited_blocks() as u64).sum();
-            reporter.say(&format!(
-                "guest converted: {} edits in {} steps ({} of disk blocks changed)",
-                prepared.plan.edit_count(),
-                applied.steps.len(),
-                human_bytes(edited * crate::overlay::BLOCK)
-            ));
-        }
+        };
         prepared.overlays[0].clone() as Arc<dyn BlockSource>
     };
 
-    // Stage: copy, into a temporary file beside the output.
-    let tmp = temp_output(&args.output)?;
+    // Stages: copy into a temporary file beside the output, then finalize.
+    let stats = copy_to(src.as_ref(), output, out_format, &wopts, args, &|d| {
+        reporter.progress(d)
+    })
+    .with_context(|| format!("converting {} to {}", args.input.display(), output.display()))?;
+    reporter.finish();
+    report_done(&reporter, args, output, &info, out_format, &stats);
+    Ok(exit::OK)
+}
+
+/// The guest stages over `disks`: inspect, plan, report the plan, and (unless
+/// `--dry-run`, which prints the plan and returns None) apply it to overlays.
+pub(crate) fn prepare_and_apply(
+    args: &ConvertArgs,
+    disks: Vec<Disk>,
+    reporter: &Reporter,
+    mode: Mode,
+) -> Result<Option<Prepared>> {
+    let prepared = guest::prepare(disks, &args.root)
+        .context("inspecting the guest (--no-convert copies the disks without guest changes)")?;
+    report_plan(reporter, &prepared);
+    if args.dry_run {
+        if mode != Mode::Json {
+            print_out(&prepared.plan.render())?;
+        }
+        return Ok(None);
+    }
+    let applied = guest::apply(&prepared).context(
+        "converting the guest; nothing was written (--no-convert copies the disks without guest changes)",
+    )?;
+    for (id, n) in &applied.steps {
+        reporter.event("step", json!({"id": id, "edits": n}));
+    }
+    if !applied.steps.is_empty() {
+        let edited: u64 = prepared.overlays.iter().map(|o| o.edited_blocks() as u64).sum();
+        reporter.say(&format!(
+            "guest converted: {} edits in {} steps ({} of disk blocks changed)",
+            prepared.plan.edit_count(),
+            applied.steps.len(),
+            human_bytes(edited * crate::overlay::BLOCK)
+        ));
+    }
+    Ok(Some(prepared))
+}
+
+/// The copy and finalize stages for one disk: `src` is written in
+/// `out_format` to a temporary file beside `output`, renamed when complete.
+pub(crate) fn copy_to(
+    src: &dyn BlockSource,
+    output: &Path,
+    out_format: OutputFormat,
+    wopts: &v2x_formats::WriteOptions,
+    args: &ConvertArgs,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<CopyStats> {
+    let tmp = temp_output(output)?;
     let file = tmp.as_file().try_clone().context("duplicating output handle")?;
-    let writer = create_writer(out_format, file, src.size(), &wopts)
+    let writer = create_writer(out_format, file, src.size(), wopts)
         .with_context(|| format!("creating {} output", out_format.name()))?;
     let mut copts = CopyOptions {
         cancel: Some(crate::exit::interrupt_flag()),
@@ -110,19 +166,15 @@ fn convert_inner(args: &ConvertArgs, mode: Mode) -> Result<u8> {
     if let Some(t) = args.threads {
         copts.threads = t;
     }
-    let stats = copy(src.as_ref(), writer, &copts, &|d| reporter.progress(d))
-        .with_context(|| format!("converting {} to {}", args.input.display(), args.output.display()))?;
-
-    // Stage: finalize. Only a complete image ever gets the final name.
-    finalize(tmp, &args.output, args.force, args.sync)?;
-    reporter.finish();
-    report_done(&reporter, args, &info, out_format, &stats);
-    Ok(exit::OK)
+    let stats = copy(src, writer, &copts, progress)?;
+    // Only a complete image ever gets the final name.
+    finalize(tmp, output, args.force, args.sync)?;
+    Ok(stats)
 }
 
 /// Reports the chosen root and the plan: a JSON `plan` event, or a short
 /// human summary (the full plan with diffs is `--dry-run`'s output).
-fn report_plan(r: &Reporter, p: &Prepared) {
+pub(crate) fn report_plan(r: &Reporter, p: &Prepared) {
     for n in &p.notes {
         r.warn(n);
     }
@@ -164,19 +216,22 @@ fn report_plan(r: &Reporter, p: &Prepared) {
     }
 }
 
-fn output_format(args: &ConvertArgs) -> OutputFormat {
+/// The output format: `-O`, else `output`'s extension, else qcow2.
+pub(crate) fn output_format(args: &ConvertArgs, output: Option<&Path>) -> OutputFormat {
     match args.output_format {
         Some(OutputFormatArg::Raw) => OutputFormat::Raw,
         Some(OutputFormatArg::Qcow2) => OutputFormat::Qcow2,
         Some(OutputFormatArg::Vpc) => OutputFormat::Vhd,
         Some(OutputFormatArg::Vhdx) => OutputFormat::Vhdx,
         Some(OutputFormatArg::Vmdk) => OutputFormat::Vmdk,
-        None => OutputFormat::from_extension(&args.output).unwrap_or(OutputFormat::Qcow2),
+        None => output
+            .and_then(OutputFormat::from_extension)
+            .unwrap_or(OutputFormat::Qcow2),
     }
 }
 
 /// Refuses to clobber an existing output (without --force) or the input itself.
-fn check_output(input: &Path, output: &Path, force: bool) -> Result<()> {
+pub(crate) fn check_output(input: &Path, output: &Path, force: bool) -> Result<()> {
     if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize()) {
         if a == b {
             return Err(Refused(format!("output {} is the input image", output.display())).into());
@@ -236,7 +291,14 @@ fn finalize(tmp: tempfile::NamedTempFile, output: &Path, force: bool, sync: bool
     Ok(())
 }
 
-fn report_done(r: &Reporter, args: &ConvertArgs, info: &ImageInfo, fmt: OutputFormat, s: &CopyStats) {
+fn report_done(
+    r: &Reporter,
+    args: &ConvertArgs,
+    output: &Path,
+    info: &ImageInfo,
+    fmt: OutputFormat,
+    s: &CopyStats,
+) {
     let secs = r.elapsed();
     let rate = if secs > 0.0 {
         s.bytes_read as f64 / secs
@@ -246,7 +308,7 @@ fn report_done(r: &Reporter, args: &ConvertArgs, info: &ImageInfo, fmt: OutputFo
     r.event(
         "done",
         json!({
-            "output": args.output, "seconds": secs, "bytes_read": s.bytes_read,
+            "output": output, "seconds": secs, "bytes_read": s.bytes_read,
             "bytes_skipped": s.bytes_skipped, "data_bytes": s.output.data_bytes,
             "file_size": s.output.file_size, "virtual_size": s.output.virtual_size,
             "notes": s.output.notes,
@@ -260,7 +322,7 @@ fn report_done(r: &Reporter, args: &ConvertArgs, info: &ImageInfo, fmt: OutputFo
         args.input.display(),
         info.format,
         human_bytes(info.virtual_size),
-        args.output.display(),
+        output.display(),
         fmt.name(),
         human_bytes(s.bytes_read),
         human_bytes(s.output.file_size),
@@ -344,7 +406,7 @@ fn allocation(src: &dyn BlockSource) -> Result<Allocation> {
 }
 
 /// Writes to standard output, returning errors (a closed pipe) instead of panicking.
-fn print_out(text: &str) -> Result<()> {
+pub(crate) fn print_out(text: &str) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;

@@ -28,6 +28,9 @@ pub struct Reporter {
     bar: Option<ProgressBar>,
     last: Mutex<Option<Instant>>,
     started: Instant,
+    /// Set in batch runs: the VM's label, added to every JSON event as "vm"
+    /// and put before every human line.
+    tag: Option<String>,
 }
 
 const TICK: Duration = Duration::from_millis(500);
@@ -35,8 +38,13 @@ const TICK: Duration = Duration::from_millis(500);
 impl Reporter {
     /// A reporter for an operation over `total` guest bytes.
     pub fn new(mode: Mode, total: u64) -> Self {
+        Self::tagged(mode, total, None)
+    }
+
+    /// A reporter whose events and lines carry `tag` (a batch run's VM label).
+    pub fn tagged(mode: Mode, total: u64, tag: Option<String>) -> Self {
         let bar = match mode {
-            Mode::Human { progress: true } if std::io::stderr().is_terminal() => {
+            Mode::Human { progress: true } if tag.is_none() && std::io::stderr().is_terminal() => {
                 let b = ProgressBar::new(total);
                 b.set_style(
                     ProgressStyle::with_template(
@@ -55,6 +63,7 @@ impl Reporter {
             bar,
             last: Mutex::new(None),
             started: Instant::now(),
+            tag,
         }
     }
 
@@ -70,6 +79,9 @@ impl Reporter {
         }
         if let Value::Object(m) = &mut fields {
             m.insert("event".into(), Value::String(event.into()));
+            if let Some(t) = &self.tag {
+                m.insert("vm".into(), Value::String(t.clone()));
+            }
         }
         let mut out = std::io::stdout().lock();
         // A closed pipe is not our error; the caller's exit path handles it.
@@ -105,7 +117,13 @@ impl Reporter {
                 "progress",
                 json!({"done": done, "total": self.total, "percent": (pct * 10.0).round() / 10.0}),
             ),
-            Mode::Human { progress: true } => eprintln!("progress: {pct:.1}% ({done}/{} bytes)", self.total),
+            Mode::Human { progress: true } => {
+                eprintln!(
+                    "{}progress: {pct:.1}% ({done}/{} bytes)",
+                    self.prefix(),
+                    self.total
+                )
+            }
             _ => {}
         }
     }
@@ -120,15 +138,27 @@ impl Reporter {
     /// Prints a line of human output on standard output (not in quiet or JSON mode).
     pub fn say(&self, line: &str) {
         if let Mode::Human { .. } = self.mode {
-            println!("{line}");
+            match &self.tag {
+                // One write per line, so lines of concurrent VMs do not interleave.
+                Some(_) => {
+                    let text: String = line.lines().map(|l| format!("{}{l}\n", self.prefix())).collect();
+                    print!("{text}");
+                }
+                None => println!("{line}"),
+            }
         }
+    }
+
+    /// "[tag] " in batch runs, else nothing.
+    fn prefix(&self) -> String {
+        self.tag.as_ref().map(|t| format!("[{t}] ")).unwrap_or_default()
     }
 
     /// Prints a warning on standard error (human mode) or as an event (JSON).
     pub fn warn(&self, msg: &str) {
         match self.mode {
             Mode::Json => self.event("warning", json!({"message": msg})),
-            Mode::Human { .. } => eprintln!("v2x: warning: {msg}"),
+            Mode::Human { .. } => eprintln!("{}v2x: warning: {msg}", self.prefix()),
             Mode::Quiet => {}
         }
     }

@@ -16,6 +16,9 @@ _v2x() {
             ",$1")
                 cmd="v2x"
                 ;;
+            v2x,batch)
+                cmd="v2x__subcmd__batch"
+                ;;
             v2x,compare)
                 cmd="v2x__subcmd__compare"
                 ;;
@@ -33,6 +36,9 @@ _v2x() {
                 ;;
             v2x,inspect)
                 cmd="v2x__subcmd__inspect"
+                ;;
+            v2x__subcmd__help,batch)
+                cmd="v2x__subcmd__help__subcmd__batch"
                 ;;
             v2x__subcmd__help,compare)
                 cmd="v2x__subcmd__help__subcmd__compare"
@@ -59,12 +65,34 @@ _v2x() {
 
     case "${cmd}" in
         v2x)
-            opts="-h -V --help --version convert info compare inspect completions help"
+            opts="-h -V --help --version convert batch info compare inspect completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        v2x__subcmd__batch)
+            opts="-j -q -h --jobs --json --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -j)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -117,7 +145,7 @@ _v2x() {
             return 0
             ;;
         v2x__subcmd__convert)
-            opts="-f -O -o -c -p -q -j -h --source-format --output-format --option --compress --progress --json --quiet --force --sync --threads --dry-run --no-convert --root --allow-backing --no-backing --max-chain-depth --allow-external-data --help"
+            opts="-f -O -o -c -p -q -j -t -n -h --source-format --output-format --option --compress --progress --json --quiet --force --sync --threads --dry-run --no-convert --root --allow-backing --no-backing --max-chain-depth --allow-external-data --target --name --network --bridge --block-driver --print-source --no-verify-manifest --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -175,6 +203,34 @@ _v2x() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --target)
+                    COMPREPLY=($(compgen -W "local qemu kubevirt openstack null" -- "${cur}"))
+                    return 0
+                    ;;
+                -t)
+                    COMPREPLY=($(compgen -W "local qemu kubevirt openstack null" -- "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --network)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bridge)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --block-driver)
+                    COMPREPLY=($(compgen -W "virtio-blk virtio-scsi" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -183,8 +239,22 @@ _v2x() {
             return 0
             ;;
         v2x__subcmd__help)
-            opts="convert info compare inspect completions help"
+            opts="convert batch info compare inspect completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        v2x__subcmd__help__subcmd__batch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -5,6 +5,7 @@
 //! Parsers live beside this file (`ovf`, `ova`, `vmx`). Each returns a
 //! [`VmSpec`]; nothing here touches disk contents.
 
+pub mod blank;
 pub mod ova;
 pub mod ovf;
 pub mod vmx;
@@ -12,6 +13,7 @@ pub mod vmx;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use v2x_formats::{Error, Result};
 
 /// Largest VM description file read into memory (OVF, VMX, manifest).
 pub const MAX_DESCRIPTOR_BYTES: u64 = 16 << 20;
@@ -242,6 +244,78 @@ impl VmSpec {
     }
 }
 
+/// Decides what kind of source `path` is from its first bytes (and, for VMX,
+/// which is plain text, its extension). A file named `.ova`, `.ovf` or `.vmx`
+/// whose content does not match is an error, never a disk image.
+pub fn detect(path: &Path) -> Result<SourceKind> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mut head = Vec::with_capacity(DETECT_BYTES);
+    file.take(DETECT_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let found = detect_bytes(&head, ext == "vmx");
+    let expected = match ext.as_str() {
+        "ova" => Some(SourceKind::Ova),
+        "ovf" => Some(SourceKind::Ovf),
+        "vmx" => Some(SourceKind::Vmx),
+        _ => None,
+    };
+    match expected {
+        Some(k) if k != found => Err(Error::corrupt(
+            format!(
+                "{} is named like an {} but its content is not one",
+                path.display(),
+                ext.to_ascii_uppercase()
+            ),
+            0,
+        )),
+        _ => Ok(found),
+    }
+}
+
+/// Bytes read to detect a source's kind.
+const DETECT_BYTES: usize = 64 << 10;
+
+/// [`detect`] over a file's first bytes; `vmx_name` says the file is named `.vmx`.
+pub fn detect_bytes(head: &[u8], vmx_name: bool) -> SourceKind {
+    if head.len() >= 263 && &head[257..262] == b"ustar" {
+        return SourceKind::Ova;
+    }
+    let text = head.strip_prefix(b"\xef\xbb\xbf".as_slice()).unwrap_or(head);
+    let start = text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(text.len());
+    let text = &text[start..];
+    let contains = |needle: &[u8]| text.windows(needle.len()).any(|w| w == needle);
+    if text.first() == Some(&b'<') && contains(b"Envelope") {
+        return SourceKind::Ovf;
+    }
+    let is_text = !text.is_empty() && !text.contains(&0);
+    let vmx_keys = contains(b"config.version") || contains(b"virtualHW.version");
+    if is_text && !contains(b"# Disk DescriptorFile") && (vmx_name || vmx_keys) {
+        return SourceKind::Vmx;
+    }
+    SourceKind::Disk
+}
+
+/// Reads the VM description at `path`, whatever its kind. `verify_manifest`
+/// applies to OVAs.
+pub fn load(path: &Path, verify_manifest: bool) -> Result<VmSpec> {
+    match detect(path)? {
+        SourceKind::Ova => ova::load(path, verify_manifest),
+        SourceKind::Ovf => ovf::load(path),
+        SourceKind::Vmx => vmx::load(path),
+        SourceKind::Disk => Ok(VmSpec::from_disk(path)),
+    }
+}
+
 /// A VM name from a file name: its stem, or "vm".
 pub fn file_stem_name(path: &Path) -> String {
     path.file_stem()
@@ -283,6 +357,37 @@ mod tests {
         );
         assert_eq!(normalize_mac("00:50:56:ab:cd"), None);
         assert_eq!(normalize_mac("zz:50:56:ab:cd:01"), None);
+    }
+
+    #[test]
+    fn detection() {
+        let mut tar = vec![0u8; 512];
+        tar[257..263].copy_from_slice(b"ustar\0");
+        assert_eq!(detect_bytes(&tar, false), SourceKind::Ova);
+        let ovf = b"\xef\xbb\xbf  <?xml version=\"1.0\"?>\n<Envelope xmlns=\"x\">";
+        assert_eq!(detect_bytes(ovf, false), SourceKind::Ovf);
+        assert_eq!(
+            detect_bytes(b".encoding = \"UTF-8\"\nconfig.version = \"8\"\n", false),
+            SourceKind::Vmx
+        );
+        assert_eq!(detect_bytes(b"memsize = \"1024\"\n", true), SourceKind::Vmx);
+        // A VMDK descriptor is key = value text too, but never a VMX.
+        let desc = b"# Disk DescriptorFile\nversion=1\nvirtualHW.version = \"8\"";
+        assert_eq!(detect_bytes(desc, true), SourceKind::Disk);
+        assert_eq!(detect_bytes(&[0u8; 1024], true), SourceKind::Disk);
+        assert_eq!(detect_bytes(b"QFI\xfb", false), SourceKind::Disk);
+    }
+
+    #[test]
+    fn misnamed_sources_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("vm.ova");
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        let e = detect(&p).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        let p = dir.path().join("disk.img");
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        assert_eq!(detect(&p).unwrap(), SourceKind::Disk);
     }
 
     #[test]

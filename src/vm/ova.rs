@@ -9,3 +9,13 @@ use v2x_formats::{Error, Result};
 pub fn load(_path: &Path, _verify_manifest: bool) -> Result<VmSpec> {
     Err(Error::unsupported("OVA reading is not written yet"))
 }
+
+/// Opens the disk at `loc` read-only: a host file, or an OVA member in place
+/// (a gzip member is unpacked into a temporary file in `unpack` first).
+pub fn open_location(
+    _loc: &super::DiskLocation,
+    _opts: &v2x_formats::OpenOptions,
+    _unpack: &Path,
+) -> Result<Box<dyn v2x_formats::block::BlockSource>> {
+    Err(Error::unsupported("OVA reading is not written yet"))
+}

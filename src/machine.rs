@@ -1,0 +1,449 @@
+//! Whole-VM conversion, the stages of `v2x convert SRC OUTDIR --target T`:
+//! read the VM description (OVA, OVF, VMX, or a plain disk with defaults) →
+//! open every disk → the guest stages over all disks at once (inspection sees
+//! root on disk 1 and /var on disk 2) → copy each disk to OUTDIR/NAME-sdX →
+//! write the target's description of the VM.
+
+use crate::cli::{BlockDriverArg, ConvertArgs, TargetArg};
+use crate::exit::{self, Refused};
+use crate::guest::inspect::Disk;
+use crate::options::{open_source, write_options};
+use crate::pipeline::{self, check_output, copy_to, output_format, prepare_and_apply};
+use crate::report::{human_bytes, Mode, Reporter};
+use crate::target::{self, BlockDriver, GuestInfo, OutDisk, OutputVm, TargetKind, TargetOptions};
+use crate::vm::blank::BlankDisk;
+use crate::vm::{self, DiskLocation, Firmware, VmSpec};
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use v2x_formats::block::BlockSource;
+
+/// Longest VM name accepted (libvirt and file systems take more; people don't).
+pub const MAX_NAME_LEN: usize = 200;
+
+/// The VM target `args` asks for: `--target`, else `local` for a VM
+/// description (OVA, OVF, VMX), else None (a disk converts to one image).
+pub fn vm_target(args: &ConvertArgs) -> Result<Option<TargetKind>> {
+    if let Some(t) = args.target {
+        return Ok(Some(target_kind(t)));
+    }
+    let kind = vm::detect(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    Ok((kind != vm::SourceKind::Disk).then_some(TargetKind::Local))
+}
+
+/// The target's name as `--target` spells it.
+pub fn target_name(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Local => "local",
+        TargetKind::Qemu => "qemu",
+        TargetKind::Kubevirt => "kubevirt",
+        TargetKind::Openstack => "openstack",
+        TargetKind::Null => "null",
+    }
+}
+
+fn target_kind(t: TargetArg) -> TargetKind {
+    match t {
+        TargetArg::Local => TargetKind::Local,
+        TargetArg::Qemu => TargetKind::Qemu,
+        TargetArg::Kubevirt => TargetKind::Kubevirt,
+        TargetArg::Openstack => TargetKind::Openstack,
+        TargetArg::Null => TargetKind::Null,
+    }
+}
+
+/// `convert --print-source`: the VM as its description states it, then exit.
+/// Manifests are not checked here (that reads every disk); `convert` does.
+pub fn print_source(args: &ConvertArgs) -> Result<u8> {
+    let mut spec =
+        vm::load(&args.input, false).with_context(|| format!("reading {}", args.input.display()))?;
+    if let Some(n) = &args.name {
+        spec.name = n.clone();
+    }
+    let text = if args.json {
+        let mut j = serde_json::to_string_pretty(&spec).context("encoding the VM as JSON")?;
+        j.push('\n');
+        j
+    } else {
+        spec.render()
+    };
+    pipeline::print_out(&text)?;
+    Ok(exit::OK)
+}
+
+/// Checks a VM name: it names files and libvirt domains.
+pub fn check_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || name.starts_with('.')
+        || name.starts_with('-')
+        || name.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+    if bad {
+        return Err(v2x_formats::Error::invalid(format!(
+            "{name:?} cannot be a VM name: use 1 to {MAX_NAME_LEN} characters without '/', '\\' or \
+             control characters, not starting with '.' or '-' (--name sets it)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Linux's name for disk `i` on SCSI/SATA: sda … sdz, sdaa, ….
+pub fn disk_name(i: usize) -> String {
+    let mut n = i;
+    let mut letters = Vec::new();
+    loop {
+        letters.push(b'a' + (n % 26) as u8);
+        if n < 26 {
+            break;
+        }
+        n = n / 26 - 1;
+    }
+    letters.reverse();
+    format!("sd{}", String::from_utf8_lossy(&letters))
+}
+
+/// The description file a target writes beside the disks.
+pub fn description_file(kind: TargetKind, name: &str) -> Option<String> {
+    let ext = match kind {
+        TargetKind::Local => "xml",
+        TargetKind::Qemu => "sh",
+        TargetKind::Kubevirt => "yaml",
+        TargetKind::Openstack => "json",
+        TargetKind::Null => return None,
+    };
+    Some(format!("{name}.{ext}"))
+}
+
+/// Splits `--network`/`--bridge` values: "IN:OUT", or "OUT" (the default).
+fn mappings(values: &[String]) -> Vec<(String, String)> {
+    values
+        .iter()
+        .map(|v| match v.split_once(':') {
+            Some((a, b)) => (a.to_string(), b.to_string()),
+            None => (String::new(), v.clone()),
+        })
+        .collect()
+}
+
+/// One disk of the VM, opened.
+struct OpenDisk {
+    label: String,
+    format: String,
+    source: Arc<dyn BlockSource>,
+}
+
+/// `v2x convert` of a whole VM into `target`.
+pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<&str>) -> Result<u8> {
+    // Stage: input. The description, then every disk, read-only.
+    let mut spec = vm::load(&args.input, !args.no_verify_manifest)
+        .with_context(|| format!("reading the VM description {}", args.input.display()))?;
+    if let Some(n) = &args.name {
+        spec.name = n.clone();
+    }
+    check_name(&spec.name)?;
+    if spec.disks.is_empty() {
+        return Err(v2x_formats::Error::invalid(format!(
+            "{} describes a VM without disks",
+            args.input.display()
+        ))
+        .into());
+    }
+    let out_format = output_format(args, None);
+    let wopts = write_options(&args.options, args.compress)?;
+
+    // The output directory (a scratch one for --target null) and the files it will hold.
+    let (outdir, _scratch): (PathBuf, Option<tempfile::TempDir>) = match (kind, &args.output) {
+        (TargetKind::Null, out) => {
+            // Scratch space: OUTPUT if it is a directory (same file system as a
+            // real run), else the system's temporary directory.
+            let base = out
+                .clone()
+                .filter(|o| o.is_dir())
+                .unwrap_or_else(std::env::temp_dir);
+            let dir = tempfile::Builder::new()
+                .prefix(".v2x-null-")
+                .tempdir_in(&base)
+                .with_context(|| format!("creating a scratch directory in {}", base.display()))?;
+            (dir.path().to_path_buf(), Some(dir))
+        }
+        (_, Some(out)) => (out.clone(), None),
+        (_, None) => return Err(v2x_formats::Error::invalid("convert needs an OUTPUT directory").into()),
+    };
+    let outputs: Vec<PathBuf> = (0..spec.disks.len())
+        .map(|i| outdir.join(format!("{}-{}", spec.name, disk_name(i))))
+        .collect();
+    if !args.dry_run {
+        if outdir.exists() && !outdir.is_dir() {
+            return Err(Refused(format!(
+                "output {} is not a directory (a VM target writes a directory)",
+                outdir.display()
+            ))
+            .into());
+        }
+        std::fs::create_dir_all(&outdir).with_context(|| format!("creating {}", outdir.display()))?;
+        for o in &outputs {
+            check_output(&args.input, o, args.force)?;
+        }
+        if let Some(f) = description_file(kind, &spec.name) {
+            check_output(&args.input, &outdir.join(f), args.force)?;
+        }
+    }
+
+    // Gzip-compressed OVA members are unpacked here, removed at the end.
+    let unpack = if args.dry_run {
+        std::env::temp_dir()
+    } else {
+        outdir.clone()
+    };
+    let disks = open_disks(args, &spec, &unpack)?;
+    let total: u64 = disks.iter().map(|d| d.source.size()).sum();
+    let reporter = Reporter::tagged(mode, total, tag.map(str::to_string));
+    reporter.event(
+        "start",
+        json!({
+            "input": args.input, "source_kind": spec.source_kind, "name": spec.name,
+            "target": kind, "output": outdir, "output_format": out_format.name(),
+            "virtual_size": total, "dry_run": args.dry_run, "convert": !args.no_convert,
+            "disks": disks.iter().map(|d| json!({
+                "source": d.label, "format": d.format, "virtual_size": d.source.size(),
+            })).collect::<Vec<_>>(),
+        }),
+    );
+    for n in &spec.notes {
+        reporter.warn(n);
+    }
+    for (d, vd) in disks.iter().zip(&spec.disks) {
+        if let Some(c) = vd.capacity.filter(|c| *c != d.source.size()) {
+            reporter.warn(&format!(
+                "{}: the description says {c} bytes, the image holds {} bytes; the image wins",
+                d.label,
+                d.source.size()
+            ));
+        }
+    }
+
+    // Stages: volumes → filesystems → inspect → plan → apply, over all disks.
+    let mut guest = None;
+    let mut inspected_fw = None;
+    let sources: Vec<Arc<dyn BlockSource>> = if args.no_convert {
+        disks.iter().map(|d| d.source.clone()).collect()
+    } else {
+        let gdisks = disks
+            .iter()
+            .map(|d| Disk {
+                path: d.label.clone(),
+                format: d.format.clone(),
+                source: d.source.clone(),
+            })
+            .collect();
+        let Some(prepared) = prepare_and_apply(args, gdisks, &reporter, mode)? else {
+            return Ok(exit::OK);
+        };
+        if let Some(r) = &prepared.root {
+            guest = Some(GuestInfo {
+                os_type: r.os_type.clone(),
+                distro: r.distro.clone(),
+                version: r.version.clone(),
+                product_name: r.product_name.clone(),
+            });
+            inspected_fw = match r.firmware.as_str() {
+                "uefi" => Some(Firmware::Uefi),
+                "bios" => Some(Firmware::Bios),
+                _ => None,
+            };
+        }
+        prepared
+            .overlays
+            .iter()
+            .map(|o| o.clone() as Arc<dyn BlockSource>)
+            .collect()
+    };
+    let firmware = resolve_firmware(&spec, inspected_fw, &reporter);
+
+    // Stage: copy, one disk after another (each copy is parallel inside).
+    let done_before = AtomicU64::new(0);
+    let mut out_disks = Vec::with_capacity(sources.len());
+    let mut read = 0u64;
+    let mut stored = 0u64;
+    for ((src, out), d) in sources.iter().zip(&outputs).zip(&disks) {
+        let base = done_before.load(Ordering::Relaxed);
+        let stats = copy_to(src.as_ref(), out, out_format, &wopts, args, &|n| {
+            reporter.progress(base + n)
+        })
+        .with_context(|| format!("converting {} to {}", d.label, out.display()))?;
+        done_before.fetch_add(src.size(), Ordering::Relaxed);
+        read += stats.bytes_read;
+        stored += stats.output.file_size;
+        for n in &stats.output.notes {
+            reporter.warn(n);
+        }
+        reporter.event(
+            "disk",
+            json!({"source": d.label, "output": out, "bytes_read": stats.bytes_read,
+                   "file_size": stats.output.file_size, "virtual_size": src.size()}),
+        );
+        out_disks.push(OutDisk {
+            path: std::path::absolute(out).with_context(|| format!("resolving {}", out.display()))?,
+            format: out_format.name().to_string(),
+            virtual_size: src.size(),
+        });
+    }
+
+    // Stage: output. The target's description of the VM.
+    let ovm = OutputVm {
+        name: spec.name.clone(),
+        vcpus: spec.vcpus,
+        memory_mib: spec.memory_mib,
+        firmware,
+        disks: out_disks,
+        nics: spec.nics.clone(),
+        guest,
+        source_os_type: spec.os_type.clone(),
+    };
+    let topts = TargetOptions {
+        block_driver: match args.block_driver {
+            BlockDriverArg::VirtioBlk => BlockDriver::VirtioBlk,
+            BlockDriverArg::VirtioScsi => BlockDriver::VirtioScsi,
+        },
+        networks: mappings(&args.network),
+        bridges: mappings(&args.bridge),
+    };
+    let files = target::write(kind, &ovm, &topts, &outdir).with_context(|| {
+        format!(
+            "writing the {} description into {}",
+            target_name(kind),
+            outdir.display()
+        )
+    })?;
+    reporter.finish();
+
+    let secs = reporter.elapsed();
+    let shown_dir = if kind == TargetKind::Null {
+        PathBuf::from("(discarded)")
+    } else {
+        outdir.clone()
+    };
+    reporter.event(
+        "done",
+        json!({
+            "name": spec.name, "target": kind, "output": shown_dir, "seconds": secs,
+            "bytes_read": read, "file_size": stored, "firmware": firmware,
+            "disks": if kind == TargetKind::Null { Vec::new() } else { outputs.clone() },
+            "files": files,
+        }),
+    );
+    reporter.say(&format!(
+        "{} ({} disk{}, {}, {}) -> {} [{}]: {} read, {} stored, in {secs:.2} s",
+        spec.name,
+        outputs.len(),
+        if outputs.len() == 1 { "" } else { "s" },
+        human_bytes(total),
+        firmware.name(),
+        shown_dir.display(),
+        target_name(kind),
+        human_bytes(read),
+        human_bytes(stored),
+    ));
+    for f in &files {
+        reporter.say(&format!("  wrote {}", f.display()));
+    }
+    Ok(exit::OK)
+}
+
+/// The firmware the converted VM boots with: the description's, else what
+/// inspection found, else BIOS. A disagreement is reported.
+fn resolve_firmware(spec: &VmSpec, inspected: Option<Firmware>, r: &Reporter) -> Firmware {
+    match (spec.firmware, inspected) {
+        (Some(s), Some(i)) if s != i => {
+            r.warn(&format!(
+                "the VM description says {} firmware but the guest looks like {}; using {}",
+                s.name(),
+                i.name(),
+                s.name()
+            ));
+            s
+        }
+        (Some(s), _) => s,
+        (None, Some(i)) => i,
+        (None, None) => Firmware::Bios,
+    }
+}
+
+/// Opens every disk of `spec` read-only. Gzip members are unpacked into `unpack`.
+fn open_disks(args: &ConvertArgs, spec: &VmSpec, unpack: &Path) -> Result<Vec<OpenDisk>> {
+    let mut out = Vec::with_capacity(spec.disks.len());
+    for (i, d) in spec.disks.iter().enumerate() {
+        let (label, source): (String, Arc<dyn BlockSource>) = match &d.location {
+            DiskLocation::File { path } => (
+                path.display().to_string(),
+                Arc::from(open_source(path, &args.source, args.source_format)?),
+            ),
+            DiskLocation::Member { tar, member, .. } => {
+                let label = format!("{}!{member}", tar.display());
+                let src = vm::ova::open_location(
+                    &d.location,
+                    &crate::options::open_options(&args.source, args.source_format),
+                    unpack,
+                )
+                .with_context(|| format!("opening {label}"))?;
+                (label, Arc::from(src))
+            }
+            DiskLocation::Blank => {
+                let label = format!("blank disk {}", disk_name(i));
+                let size = d.capacity.ok_or_else(|| {
+                    v2x_formats::Error::invalid(format!("{label} has no capacity in the VM description"))
+                })?;
+                (label.clone(), Arc::new(BlankDisk::new(&label, size)))
+            }
+        };
+        let format = source.info().format;
+        out.push(OpenDisk {
+            label,
+            format,
+            source,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_names() {
+        assert_eq!(disk_name(0), "sda");
+        assert_eq!(disk_name(25), "sdz");
+        assert_eq!(disk_name(26), "sdaa");
+        assert_eq!(disk_name(27), "sdab");
+        assert_eq!(disk_name(51), "sdaz");
+        assert_eq!(disk_name(52), "sdba");
+        assert_eq!(disk_name(701), "sdzz");
+        assert_eq!(disk_name(702), "sdaaa");
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("web-01").is_ok());
+        assert!(check_name("Ubuntu 22.04 (copy)").is_ok());
+        for bad in ["", ".hidden", "-x", "a/b", "a\nb", &"x".repeat(201)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn network_mappings() {
+        let m = mappings(&["VM Network:default".into(), "br0".into(), "a:b:c".into()]);
+        assert_eq!(
+            m,
+            vec![
+                ("VM Network".into(), "default".into()),
+                (String::new(), "br0".into()),
+                ("a".into(), "b:c".into())
+            ]
+        );
+    }
+}
