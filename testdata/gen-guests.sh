@@ -7,6 +7,9 @@
 #                     fstab and grub on /dev/sda1, BIOS grub
 #   gpt-esp-ext4.img  GPT: sda1 ESP (FAT32, 40 MiB, EFI/debian), sda2 ext4 root,
 #                     fstab by UUID with /boot/efi, UEFI grub
+#   multi-sda.img     two disks of one guest: sda1 ext4 root without /var,
+#   multi-sdb.img     sdb1 ext4 /var (dpkg's status lives there); fstab and
+#                     grub on /dev/sda1 and /dev/sdb1, BIOS grub
 #
 # Everything is deterministic: fixed UUIDs, serials and timestamps.
 # Usage: gen-guests.sh OUTDIR
@@ -149,5 +152,25 @@ mcopy -i "$esp" "$work/shimx64.efi" "$work/grubx64.efi" "$work/grub.cfg" ::/EFI/
 place "$img" "$esp" $((2048 * 512))
 mkfs.ext4 -q -F -U $ROOT_UUID -E hash_seed=2b3c4d5e-6f70-4819-9a3b-b5c6d7e8f9a0 -d "$r" "$work/p2.ext4" 70M
 place "$img" "$work/p2.ext4" $((83968 * 512))
+
+# --- Two disks: root on sda1, /var on sdb1 ---------------------------------
+r=$work/multi-root
+debian_tree "$r" bios "/dev/sda1 / ext4 errors=remount-ro 0 1
+/dev/sdb1 /var ext4 defaults 0 2
+proc /proc proc defaults 0 0" multi-guest /dev/sda1
+mv "$r/var" "$work/multi-var"
+mkdir "$r/var"
+img=$out/multi-sda.img
+rm -f "$img"; truncate -s 64M "$img"
+printf 'label: dos\nlabel-id: 0x5eed0002\nstart=2048, size=120832, type=83, bootable\n' | sfdisk -q "$img"
+mkfs.ext4 -q -F -L root -U 4a1b2c3d-5e6f-4a7b-8c9d-0e1f2a3b4c5d -E hash_seed=3c4d5e6f-7081-492a-8b4c-c6d7e8f9a0b1 \
+    -d "$r" "$work/m1.ext4" 59M
+place "$img" "$work/m1.ext4" $((2048 * 512))
+img=$out/multi-sdb.img
+rm -f "$img"; truncate -s 40M "$img"
+printf 'label: dos\nlabel-id: 0x5eed0003\nstart=2048, size=79872, type=83\n' | sfdisk -q "$img"
+mkfs.ext4 -q -F -L var -U 5b2c3d4e-6f70-4b8c-9dae-1f2a3b4c5d6e -E hash_seed=4d5e6f70-8192-4a3b-9c5d-d7e8f9a0b1c2 \
+    -d "$work/multi-var" "$work/m2.ext4" 39M
+place "$img" "$work/m2.ext4" $((2048 * 512))
 
 ls -l "$out"/*.img

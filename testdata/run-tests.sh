@@ -36,6 +36,7 @@ gzip gzip
 xz xz-utils
 zstd zstd
 lz4 lz4
+virt-xml-validate libvirt-clients
 TOOLS
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
