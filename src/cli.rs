@@ -51,14 +51,23 @@ pub const CONVERT_HELP: &str = concat!(
   edits are refused before anything is written. --dry-run prints the plan with
   diffs. Windows roots are copied unchanged for now, with a warning.
 
+WHOLE VMS (an OVA, OVF or VMX source, or --target):
+  OUTPUT is a directory. Every disk goes to OUTPUT/NAME-sda, NAME-sdb, ... (all copied
+  at once), then the target's file: NAME.xml (local), NAME.sh (qemu), NAME.yaml
+  (kubevirt) or NAME.json (openstack). OVA disks are read inside the tar; its manifest
+  is checked first. Firmware: the description's, else inspection's, else BIOS.
+
 JSON EVENTS (--json), one object per line on standard output, each with an \"event\" key:
-  start     input, input_format, output, output_format, virtual_size, dry_run, convert
+  start     input, input_format, output, output_format, virtual_size, dry_run, convert;
+            for a VM also source_kind, name, target, disks [{source, format, virtual_size}]
   plan      root (volume, os_type, distro, version, product_name, firmware, or null),
             steps: [{id, summary, notes, edits: [{op, path, ...}]}]
   step      id, edits (one per applied step)
   progress  done, total (guest bytes), percent
   warning   message
-  done      output, seconds, bytes_read, bytes_skipped, data_bytes, file_size, virtual_size, notes
+  disk      (VMs) source, output, bytes_read, file_size, virtual_size: one per disk copied
+  done      output, seconds, bytes_read, bytes_skipped, data_bytes, file_size, virtual_size, notes;
+            for a VM: name, target, output, seconds, bytes_read, file_size, firmware, disks, files
   error     kind (io|corrupt|unsupported|limit-exceeded|denied|invalid|interrupted|other), message
 
 EXIT STATUS:

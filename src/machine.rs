@@ -263,18 +263,43 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
     };
     let firmware = resolve_firmware(&spec, inspected_fw, &reporter);
 
-    // Stage: copy, one disk after another (each copy is parallel inside).
-    let done_before = AtomicU64::new(0);
+    // Stage: copy. All disks at once, sharing the worker threads, so small
+    // and large disks overlap and separate storage is read in parallel.
+    let cpus = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let per_disk = (cpus / sources.len()).max(1);
+    let done: Vec<AtomicU64> = sources.iter().map(|_| AtomicU64::new(0)).collect();
+    let results: Vec<Result<crate::copy::CopyStats>> = std::thread::scope(|s| {
+        let handles: Vec<_> = sources
+            .iter()
+            .zip(&outputs)
+            .zip(&disks)
+            .enumerate()
+            .map(|(i, ((src, out), d))| {
+                let (done, reporter, wopts) = (&done, &reporter, &wopts);
+                s.spawn(move || {
+                    copy_to(src.as_ref(), out, out_format, wopts, args, Some(per_disk), &|n| {
+                        done[i].store(n, Ordering::Relaxed);
+                        reporter.progress(done.iter().map(|d| d.load(Ordering::Relaxed)).sum());
+                    })
+                    .with_context(|| format!("converting {} to {}", d.label, out.display()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a copy thread panicked")))
+            })
+            .collect()
+    });
     let mut out_disks = Vec::with_capacity(sources.len());
     let mut read = 0u64;
     let mut stored = 0u64;
-    for ((src, out), d) in sources.iter().zip(&outputs).zip(&disks) {
-        let base = done_before.load(Ordering::Relaxed);
-        let stats = copy_to(src.as_ref(), out, out_format, &wopts, args, &|n| {
-            reporter.progress(base + n)
-        })
-        .with_context(|| format!("converting {} to {}", d.label, out.display()))?;
-        done_before.fetch_add(src.size(), Ordering::Relaxed);
+    for (((res, src), out), d) in results.into_iter().zip(&sources).zip(&outputs).zip(&disks) {
+        let stats = res?;
         read += stats.bytes_read;
         stored += stats.output.file_size;
         for n in &stats.output.notes {

@@ -101,7 +101,7 @@ fn convert_disk(args: &ConvertArgs, output: &Path, mode: Mode, tag: Option<&str>
     };
 
     // Stages: copy into a temporary file beside the output, then finalize.
-    let stats = copy_to(src.as_ref(), output, out_format, &wopts, args, &|d| {
+    let stats = copy_to(src.as_ref(), output, out_format, &wopts, args, None, &|d| {
         reporter.progress(d)
     })
     .with_context(|| format!("converting {} to {}", args.input.display(), output.display()))?;
@@ -147,12 +147,14 @@ pub(crate) fn prepare_and_apply(
 
 /// The copy and finalize stages for one disk: `src` is written in
 /// `out_format` to a temporary file beside `output`, renamed when complete.
+/// `threads` overrides `-j` (a VM's disks share the CPUs).
 pub(crate) fn copy_to(
     src: &dyn BlockSource,
     output: &Path,
     out_format: OutputFormat,
     wopts: &v2x_formats::WriteOptions,
     args: &ConvertArgs,
+    threads: Option<usize>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<CopyStats> {
     let tmp = temp_output(output)?;
@@ -163,8 +165,8 @@ pub(crate) fn copy_to(
         cancel: Some(crate::exit::interrupt_flag()),
         ..CopyOptions::default()
     };
-    if let Some(t) = args.threads {
-        copts.threads = t;
+    if let Some(t) = threads.or(args.threads) {
+        copts.threads = t.max(1);
     }
     let stats = copy(src, writer, &copts, progress)?;
     // Only a complete image ever gets the final name.
