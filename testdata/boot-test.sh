@@ -3,9 +3,15 @@
 # "V2X-BOOT-OK" line on the serial console (see gen-debian-guest.sh).
 #
 # Usage: boot-test.sh IMAGE FORMAT BUS [TIMEOUT]
+#        boot-test.sh --script SCRIPT [TIMEOUT]
 #   FORMAT   a qemu block format: raw, vmdk, qcow2, ...
 #   BUS      virtio (virtio-blk-pci) or sata (AHCI controller + ide-hd)
 #   TIMEOUT  seconds, default 900
+#   SCRIPT   a `v2x convert --target qemu` script: it is run as it is, with
+#            V2X_QEMU_ACCEL=tcg, V2X_QEMU_SERIAL=file:LOG and the extra
+#            arguments -snapshot -display none (and the pcap filter below on
+#            its NIC, netdev id net0), so the script's own machine, disks,
+#            firmware and NICs are what boots.
 # Exits 0 when the marker appears; 1 on timeout, when the initramfs gives up
 # on the root device (initramfs-tools or dracut), when the UEFI firmware finds
 # nothing to boot, or when QEMU exits without the marker (the last 30 lines of
@@ -25,10 +31,20 @@
 # up (a DHCP request from the guest).
 set -euo pipefail
 
-usage() { echo "usage: boot-test.sh IMAGE FORMAT BUS(virtio|sata) [TIMEOUT]" >&2; exit 2; }
-[ $# -ge 3 ] && [ $# -le 4 ] || usage
-image=$1 format=$2 bus=$3 timeout=${4:-900}
-[ -f "$image" ] || { echo "boot-test: no image $image" >&2; exit 2; }
+usage() {
+    echo "usage: boot-test.sh IMAGE FORMAT BUS(virtio|sata) [TIMEOUT] | --script SCRIPT [TIMEOUT]" >&2
+    exit 2
+}
+script=
+if [ "${1:-}" = --script ]; then
+    [ $# -ge 2 ] && [ $# -le 3 ] || usage
+    script=$2 image=$2 format=script bus=script timeout=${3:-900}
+    [ -x "$script" ] || { echo "boot-test: $script is not an executable script" >&2; exit 2; }
+else
+    [ $# -ge 3 ] && [ $# -le 4 ] || usage
+    image=$1 format=$2 bus=$3 timeout=${4:-900}
+    [ -f "$image" ] || { echo "boot-test: no image $image" >&2; exit 2; }
+fi
 case $timeout in '' | *[!0-9]*) usage ;; esac
 command -v qemu-system-x86_64 >/dev/null || {
     echo "boot-test: qemu-system-x86_64 missing (apt-get install qemu-system-x86)" >&2
@@ -66,6 +82,7 @@ case $firmware in bios | uefi) ;; *)
     ;;
 esac
 case $bus in
+script) disk=() ;;
 virtio) disk=(-device virtio-blk-pci,drive=disk0,bootindex=0) ;;
 sata) disk=(-device ahci,id=ahci0 -device ide-hd,drive=disk0,bus=ahci0.0,bootindex=0) ;;
 *) usage ;;
@@ -101,10 +118,19 @@ if [ "$firmware" = uefi ]; then
         -drive "if=pflash,format=raw,unit=1,file=$nvram")
 fi
 
-qemu-system-x86_64 -accel tcg -machine q35 -m 1024 -nographic \
-    -monitor none -serial "file:$log" -snapshot "${fw[@]}" \
-    -drive "file=$image,format=$format,if=none,id=disk0" "${disk[@]}" \
-    "${nic[@]}" &
+if [ -n "$script" ]; then
+    dump=()
+    [ -z "${V2X_BOOT_PCAP:-}" ] || dump=(-object "filter-dump,id=dump0,netdev=net0,file=$V2X_BOOT_PCAP")
+    [ "$firmware" = bios ] || echo "boot-test: with --script the script chooses the firmware" >&2
+    # The script ends in `exec qemu-system-x86_64`, so $! is QEMU itself.
+    V2X_QEMU_ACCEL=tcg V2X_QEMU_SERIAL="file:$log" "$script" -snapshot -display none "${dump[@]}" \
+        </dev/null >/dev/null &
+else
+    qemu-system-x86_64 -accel tcg -machine q35 -m 1024 -nographic \
+        -monitor none -serial "file:$log" -snapshot "${fw[@]}" \
+        -drive "file=$image,format=$format,if=none,id=disk0" "${disk[@]}" \
+        "${nic[@]}" &
+fi
 qemu=$!
 
 start=$(date +%s)
@@ -124,6 +150,7 @@ while :; do
 done
 elapsed=$(($(date +%s) - start))
 what="$format, $bus"
+[ -z "$script" ] || what="qemu script"
 [ "$firmware" = bios ] || what+=", $firmware"
 if kill -0 "$qemu" 2>/dev/null; then
     # After the marker the guest powers off by itself; give it a moment.
