@@ -67,4 +67,5 @@ env -u V2X_CORPUS cargo test --workspace --locked
 if [ -n "${V2X_CORPUS:-}" ]; then
   echo "== corpus check against $V2X_CORPUS"
   cargo test --locked -p v2x-formats --test corpus -- --nocapture
+  cargo test --locked --test print_source_corpus -- --nocapture
 fi
