@@ -295,11 +295,29 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
             })
             .collect()
     });
+    // A VM is converted whole or not at all: if one disk failed, the disks
+    // that were finished are removed again (as they are if a later stage fails).
+    let mut written = WrittenDisks(Vec::new());
+    let mut first_error = None;
+    let mut all_stats = Vec::with_capacity(results.len());
+    for (res, out) in results.into_iter().zip(&outputs) {
+        match res {
+            Ok(st) => {
+                written.0.push(out.clone());
+                all_stats.push(st);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
     let mut out_disks = Vec::with_capacity(sources.len());
     let mut read = 0u64;
     let mut stored = 0u64;
-    for (((res, src), out), d) in results.into_iter().zip(&sources).zip(&outputs).zip(&disks) {
-        let stats = res?;
+    for (((stats, src), out), d) in all_stats.into_iter().zip(&sources).zip(&outputs).zip(&disks) {
         read += stats.bytes_read;
         stored += stats.output.file_size;
         for n in &stats.output.notes {
@@ -344,6 +362,7 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
         )
     })?;
     reporter.finish();
+    written.0.clear();
 
     let secs = reporter.elapsed();
     let shown_dir = if kind == TargetKind::Null {
@@ -376,6 +395,18 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
         reporter.say(&format!("  wrote {}", f.display()));
     }
     Ok(exit::OK)
+}
+
+/// Disks finished by this run; removed on drop unless the run completes and
+/// empties the list.
+struct WrittenDisks(Vec<PathBuf>);
+
+impl Drop for WrittenDisks {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// The firmware the converted VM boots with: the description's, else what
