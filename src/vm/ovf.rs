@@ -7,13 +7,12 @@
 //! the envelope's namespace decides the version.
 
 use super::{
-    file_stem_name, normalize_mac, DiskLocation, Firmware, SourceKind, VmDisk, VmNic, VmSpec,
-    MAX_DESCRIPTOR_BYTES, MAX_DISKS, MAX_MEMORY_MIB, MAX_NICS, MAX_VCPUS,
+    file_stem_name, normalize_mac, DiskLocation, Firmware, SourceKind, VmDisk, VmNic, VmSpec, MAX_DISKS,
+    MAX_MEMORY_MIB, MAX_NICS, MAX_VCPUS,
 };
 use roxmltree::{Document, Node, ParsingOptions};
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 use v2x_formats::error::{check_limit, mul};
 use v2x_formats::{Error, Result};
 
@@ -30,6 +29,13 @@ const NS_VMWARE_0_9: &str = "http://www.vmware.com/schema/ovf/1/envelope";
 const NS_VMW: &str = "http://www.vmware.com/schema/ovf";
 const NS_VBOX: &str = "http://www.virtualbox.org/ovf/machine";
 const NS_XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+mod files;
+mod values;
+
+use files::percent_decode;
+pub use files::{contained_path, read_descriptor};
+use values::{byte_offset, format_hint, host_resource, parse_u64, property_ref, unit_bytes};
 
 /// CIM resource types (`rasd:ResourceType`) the parser acts on.
 mod rt {
@@ -101,87 +107,6 @@ pub fn load(path: &Path) -> Result<VmSpec> {
     parse(text, path, &mut resolve).map_err(|e| e.context_msg(&path.display().to_string()))
 }
 
-/// Reads a VM description file of at most [`MAX_DESCRIPTOR_BYTES`].
-pub fn read_descriptor(path: &Path) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_DESCRIPTOR_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    check_limit("VM description bytes", bytes.len() as u64, MAX_DESCRIPTOR_BYTES)?;
-    Ok(bytes)
-}
-
-/// Turns a file name from a description (OVF href, VMX fileName) into a
-/// relative path that stays inside the description's directory. Absolute
-/// paths, `..` components and URLs are refused with [`Error::Denied`].
-pub fn contained_path(name: &str) -> Result<PathBuf> {
-    let denied = |why: &str| {
-        Err(Error::Denied(format!(
-            "file name '{name}' {why}; only files beside the description are read"
-        )))
-    };
-    if name.contains("://") || has_scheme(name) {
-        return denied("is a URL or drive path");
-    }
-    if name.starts_with('/') || name.starts_with('\\') {
-        return denied("is absolute");
-    }
-    if name.contains('\0') {
-        return denied("holds a NUL byte");
-    }
-    let mut out = PathBuf::new();
-    for part in name.split(['/', '\\']) {
-        match part {
-            "" | "." => {}
-            ".." => return denied("climbs out with '..'"),
-            p => out.push(p),
-        }
-    }
-    // Belt and braces: what was pushed must be plain names.
-    if out.as_os_str().is_empty() || !out.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(Error::corrupt(format!("file name '{name}' names no file"), 0));
-    }
-    Ok(out)
-}
-
-/// True for `http:`, `file:`, `C:` and other `scheme:` prefixes.
-fn has_scheme(s: &str) -> bool {
-    match s.split_once(':') {
-        Some((scheme, _)) => {
-            let mut chars = scheme.chars();
-            chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-                && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-        }
-        None => false,
-    }
-}
-
-/// Decodes `%XX` escapes of a URI reference (an OVF href).
-fn percent_decode(s: &str) -> Result<String> {
-    if !s.contains('%') {
-        return Ok(s.to_string());
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let v = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
-            let Some(v) = v else {
-                return Err(Error::corrupt(format!("href '{s}' has a bad %-escape"), 0));
-            };
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| Error::corrupt(format!("href '{s}' decodes to non-UTF-8"), 0))
-}
-
 /// Maps a roxmltree error to ours: a DTD is a feature refused, the node cap a
 /// limit, anything else a malformed descriptor.
 fn xml_error(xml: &str, e: roxmltree::Error) -> Error {
@@ -202,20 +127,6 @@ fn xml_error(xml: &str, e: roxmltree::Error) -> Error {
             )
         }
     }
-}
-
-/// Byte offset of 1-based (row, column) in `text`, clamped to its length.
-fn byte_offset(text: &str, row: u32, col: u32) -> u64 {
-    let line_start: usize = text
-        .split_inclusive('\n')
-        .take((row as usize).saturating_sub(1))
-        .map(str::len)
-        .sum();
-    let in_line = text[line_start..]
-        .char_indices()
-        .nth((col as usize).saturating_sub(1))
-        .map_or(0, |(i, _)| i);
-    (line_start + in_line) as u64
 }
 
 /// A `File` of the References section.
@@ -437,6 +348,10 @@ impl<'a> Ovf<'a> {
                     _ => continue,
                 },
             };
+            // Range Items (`ovf:bound="min"|"max"`) are limits; the value is the unbound/"normal" one.
+            if matches!(self.attr(n, "bound"), Some("min" | "max")) {
+                continue;
+            }
             let Some(kind) = field(n, "ResourceType") else {
                 continue;
             };
@@ -790,17 +705,6 @@ fn controller_label(item: &Item) -> String {
     }
 }
 
-/// `ovf:/disk/ID`, `/disk/ID` (0.9, VirtualBox) or `ovf:/file/ID` -> ("disk"|"file", ID).
-fn host_resource(s: &str) -> Option<(&'static str, &str)> {
-    let s = s.trim();
-    let s = s.strip_prefix("ovf:").unwrap_or(s).trim_start_matches('/');
-    if let Some(id) = s.strip_prefix("disk/") {
-        Some(("disk", id))
-    } else {
-        s.strip_prefix("file/").map(|id| ("file", id))
-    }
-}
-
 /// The one VirtualSystem: directly in the Envelope (`Content` in 0.9), or the
 /// only one of a VirtualSystemCollection.
 fn virtual_system<'a, 'i>(root: Node<'a, 'i>) -> Result<Node<'a, 'i>> {
@@ -879,96 +783,10 @@ fn properties<'a>(root: Node<'a, '_>, ns: &str) -> HashMap<&'a str, &'a str> {
         .collect()
 }
 
-/// Resolves a `${key}` reference to a Property's value; plain values pass.
-fn property_ref<'a>(raw: &'a str, props: &HashMap<&str, &'a str>) -> Option<&'a str> {
-    match raw.trim().strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-        Some(key) => props.get(key).copied(),
-        None => Some(raw),
-    }
-}
-
-/// Parses a plain decimal number: digits only, no sign, no spaces inside.
-fn parse_u64(s: &str) -> std::result::Result<u64, ()> {
-    let s = s.trim();
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(());
-    }
-    s.parse().map_err(|_| ())
-}
-
-/// Bytes per unit of a DMTF programmatic unit ("byte * 2^30", "byte*10^9",
-/// "byte") or the older names ("MegaBytes", binary as VMware and VirtualBox mean them).
-fn unit_bytes(units: &str) -> Result<u64> {
-    let u: String = units
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let named = match u.as_str() {
-        "" | "byte" | "bytes" => Some(1),
-        "kilobyte" | "kilobytes" | "kb" | "kib" => Some(1 << 10),
-        "megabyte" | "megabytes" | "mb" | "mib" => Some(1 << 20),
-        "gigabyte" | "gigabytes" | "gb" | "gib" => Some(1 << 30),
-        "terabyte" | "terabytes" | "tb" | "tib" => Some(1 << 40),
-        _ => None,
-    };
-    if let Some(n) = named {
-        return Ok(n);
-    }
-    let bad = || Error::corrupt(format!("allocation unit '{units}' is malformed or too large"), 0);
-    let Some(factors) = u.strip_prefix("byte*") else {
-        return Err(Error::unsupported(format!("allocation unit '{units}'")));
-    };
-    let mut total: u64 = 1;
-    for f in factors.split('*') {
-        let v = match f.split_once('^') {
-            Some((base, exp)) => {
-                let base = parse_u64(base).map_err(|_| bad())?;
-                let exp = parse_u64(exp)
-                    .ok()
-                    .and_then(|e| u32::try_from(e).ok())
-                    .ok_or_else(bad)?;
-                base.checked_pow(exp).ok_or_else(bad)?
-            }
-            None => parse_u64(f).map_err(|_| bad())?,
-        };
-        total = total.checked_mul(v).ok_or_else(bad)?;
-    }
-    if total == 0 {
-        return Err(bad());
-    }
-    Ok(total)
-}
-
-/// A short image-format hint from an `ovf:format` URL: `vmdk-streamOptimized`,
-/// `vmdk`, `qcow2`, `vhd`, `raw`; other strings are kept as written.
-fn format_hint(url: &str) -> String {
-    let url = url.trim();
-    let lower = url.to_ascii_lowercase();
-    if lower.contains("vmdk") {
-        return match url.rsplit_once('#') {
-            Some((_, frag)) if !frag.is_empty() => format!("vmdk-{frag}"),
-            _ => "vmdk".into(),
-        };
-    }
-    for (needle, hint) in [
-        ("qcow", "qcow2"),
-        ("vhdx", "vhdx"),
-        ("vhd", "vhd"),
-        ("raw", "raw"),
-    ] {
-        if lower.contains(needle) {
-            return hint.into();
-        }
-    }
-    url.chars().take(200).collect()
-}
-
 /// A node's byte offset in the descriptor, for error messages.
 fn off(n: Node<'_, '_>) -> u64 {
     n.range().start as u64
 }
 
 #[cfg(test)]
-#[path = "ovf_tests.rs"]
 mod tests;

@@ -1,6 +1,7 @@
 //! Hostile and mutated OVF inputs: each asserts the exact error kind.
 
 use super::*;
+use std::path::PathBuf;
 
 /// A small valid OVF 1.x envelope; `{disk}` and `{hw}` are replaced by tests.
 const BASE: &str = r#"<?xml version="1.0"?>
@@ -236,4 +237,21 @@ fn units() {
 fn offsets_from_positions() {
     assert_eq!(byte_offset("ab\ncd\nef", 2, 2), 4);
     assert_eq!(byte_offset("ab", 9, 9), 2);
+}
+
+#[test]
+fn configurations_and_bounds() {
+    let hw = r#"<Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+<Item ovf:configuration="big other"><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>8</rasd:VirtualQuantity></Item>
+<Item ovf:bound="max"><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>9999</rasd:VirtualQuantity></Item>
+<Item><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>256</rasd:VirtualQuantity></Item>
+<Item ovf:bound="min"><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>"#;
+    let opts = r#"<DeploymentOptionSection><Configuration ovf:id="small"/><Configuration ovf:id="big" ovf:default="true"/></DeploymentOptionSection>
+  <VirtualSystem"#;
+    let x = ovf("a.vmdk", DISK, hw).replacen("<VirtualSystem", opts, 1);
+    let s = run(&x).unwrap();
+    assert_eq!((s.vcpus, s.memory_mib), (8, 256));
+    assert!(s.notes[0].contains("using 'big'"), "{:?}", s.notes);
+    let x = x.replace(r#" ovf:default="true""#, "");
+    assert_eq!(run(&x).unwrap().vcpus, 1);
 }
