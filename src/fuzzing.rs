@@ -17,6 +17,8 @@ pub const TARGETS: &[&str] = &[
     "fat",
     "cpio",
     "initramfs",
+    "ovf",
+    "vmx",
 ];
 
 /// Feeds `data` to the parser behind fuzz target `target`.
@@ -40,6 +42,13 @@ pub fn exercise(target: &str, data: &[u8]) {
         "btrfs" => crate::fs::btrfs::fuzz::exercise(data),
         "ext4w" => {
             let _ = crate::fs::ext4w::fuzz_edit(data);
+        }
+        "ovf" => exercise_ovf(data),
+        "vmx" => {
+            let text = String::from_utf8_lossy(data);
+            if let Ok(spec) = crate::vm::vmx::parse(&text, std::path::Path::new("fuzz.vmx")) {
+                let _ = spec.render();
+            }
         }
         _ => panic!("unknown fuzz target {target}"),
     }
@@ -130,4 +139,16 @@ fn exercise_hive(data: &[u8]) {
         let _ = hive.open(path);
         Ok(())
     });
+}
+
+/// Parses `data` as an OVF descriptor, resolving hrefs by the same
+/// containment rule `ovf::load` uses, and renders the result.
+fn exercise_ovf(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut resolve = |href: &str, _gzip: bool| {
+        crate::vm::ovf::contained_path(href).map(|path| crate::vm::DiskLocation::File { path })
+    };
+    if let Ok(spec) = crate::vm::ovf::parse(&text, std::path::Path::new("fuzz.ovf"), &mut resolve) {
+        let _ = spec.render();
+    }
 }

@@ -1,0 +1,7 @@
+#![no_main]
+//! OVF descriptor text only: disk paths are resolved, never opened.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    v2x::fuzzing::exercise("ovf", data);
+});
