@@ -68,4 +68,5 @@ if [ -n "${V2X_CORPUS:-}" ]; then
   echo "== corpus check against $V2X_CORPUS"
   cargo test --locked -p v2x-formats --test corpus -- --nocapture
   cargo test --locked --test print_source_corpus -- --nocapture
+  cargo test --locked --test vm_corpus -- --nocapture
 fi
