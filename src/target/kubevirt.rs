@@ -83,6 +83,11 @@ pub fn manifest(vm: &OutputVm, opts: &TargetOptions) -> String {
     let _ = writeln!(head, "# 3. virtctl start {vm_label}");
 
     let (interfaces, networks, skipped) = network_parts(vm, opts);
+    if networks.iter().any(|n| n.get("multus").is_some()) {
+        head.push_str(
+            "# Multus networks (--network/--bridge targets) must exist as NetworkAttachmentDefinitions.\n",
+        );
+    }
     for (i, src) in skipped {
         let _ = writeln!(
             head,
