@@ -580,3 +580,92 @@ fn null_target_writes_nothing() {
     // The validator itself must exist: a missing one fails, never skips.
     assert!(tool("virt-xml-validate", &["--help"]).status.code().is_some());
 }
+
+/// Slow tier: the real Debian guest (testdata/gen-debian-guest.sh), converted
+/// by v2x, boots through the generated script (BIOS, virtio-blk, user
+/// network, TCG) until it prints its V2X-BOOT-OK marker on the serial console.
+#[test]
+fn qemu_script_boots_converted_guest() {
+    boot_through_script("gen-debian-guest.sh", "guest.raw", Firmware::Bios);
+}
+
+/// Slow tier: the UEFI variant (an ESP with only the distribution's loader),
+/// converted, boots through the script's OVMF lookup and fresh per-VM NVRAM.
+#[test]
+fn qemu_script_boots_converted_uefi_guest() {
+    boot_through_script("gen-debian-variants.sh", "uefi-sparse.vmdk", Firmware::Uefi);
+}
+
+fn boot_through_script(generator: &str, image: &str, firmware: Firmware) {
+    if !slow_tier() {
+        eprintln!("slow tier off (V2X_SLOW_TESTS=1 runs it)");
+        return;
+    }
+    let src = common::fixtures(generator).join(image);
+    let dir = scratch("qemu-boot");
+    let name = "debian guest";
+    let disk = dir.path().join(format!("{name}-sda"));
+    common::v2x_ok(&[
+        "convert",
+        "-O",
+        "qcow2",
+        src.to_str().unwrap(),
+        disk.to_str().unwrap(),
+    ]);
+    let mut v = vm(
+        dir.path(),
+        name,
+        firmware,
+        1,
+        vec![nic(Some("VM Network"), Some("52:54:00:00:00:42"))],
+    );
+    v.memory_mib = 1024;
+    v.vcpus = 1;
+    let script = qemu_script(&v, &TargetOptions::default(), dir.path());
+    let log = dir.path().join("console.log");
+    let mut child = Command::new(&script)
+        .args(["-display", "none", "-monitor", "none", "-snapshot"])
+        .env("V2X_QEMU_ACCEL", "tcg")
+        .env("V2X_QEMU_SERIAL", format!("file:{}", log.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let booted = loop {
+        let console = std::fs::read(&log).unwrap_or_default();
+        let console = String::from_utf8_lossy(&console);
+        if console.contains("V2X-BOOT-OK") {
+            break true;
+        }
+        let failed = [
+            "Gave up waiting for root",
+            "Entering emergency mode",
+            "UEFI Interactive Shell",
+            "No bootable option",
+        ]
+        .iter()
+        .any(|f| console.contains(f));
+        let exited = child.try_wait().unwrap().is_some();
+        if failed || exited || start.elapsed().as_secs() > 1500 {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    };
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let console = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    let tail: Vec<&str> = console.lines().rev().take(30).collect();
+    assert!(
+        booted,
+        "no boot marker after {:?}; qemu: {}\nconsole tail:\n{}",
+        start.elapsed(),
+        String::from_utf8_lossy(&out.stderr),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    if firmware == Firmware::Uefi {
+        assert!(dir.path().join(format!("{name}_VARS.fd")).is_file());
+    }
+    eprintln!("booted through {} in {:?}", script.display(), start.elapsed());
+}
