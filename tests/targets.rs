@@ -277,6 +277,14 @@ fn every_target_rejects_bad_names() {
             assert_eq!(e.kind_name(), "invalid", "{kind:?} {name:?}");
         }
     }
+    let mut v = vm(dir.path(), "ok", Firmware::Bios, 1, vec![]);
+    v.vcpus = 0;
+    let e = target::write(TargetKind::Local, &v, &TargetOptions::default(), dir.path()).unwrap_err();
+    assert_eq!(e.kind_name(), "invalid");
+    v.vcpus = 1;
+    v.memory_mib = 0;
+    let e = target::write(TargetKind::Qemu, &v, &TargetOptions::default(), dir.path()).unwrap_err();
+    assert_eq!(e.kind_name(), "invalid");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
@@ -601,6 +609,9 @@ fn boot_through_script(generator: &str, image: &str, firmware: Firmware) {
         eprintln!("slow tier off (V2X_SLOW_TESTS=1 runs it)");
         return;
     }
+    // Two TCG boots at once on a small machine only make both slower.
+    static ONE_BOOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_BOOT.lock().unwrap_or_else(|e| e.into_inner());
     let src = common::fixtures(generator).join(image);
     let dir = scratch("qemu-boot");
     let name = "debian guest";

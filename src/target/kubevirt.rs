@@ -3,8 +3,8 @@
 //! (the header comment gives the commands). The VM starts halted.
 
 use super::{
-    comment_safe, disk_letters, gib_ceil, is_windows, map_network, nic_mac, shell_quote, validate_name,
-    validate_options, write_file, BlockDriver, NetTarget, OutputVm, TargetOptions,
+    comment_safe, disk_letters, gib_ceil, is_windows, map_network, nic_mac, shell_quote, validate,
+    write_file, BlockDriver, NetTarget, OutputVm, TargetOptions,
 };
 use crate::vm::Firmware;
 use serde_json::{json, Map, Value};
@@ -17,8 +17,7 @@ pub const MAX_LABEL: usize = 63;
 
 /// Writes `NAME.yaml` into `outdir` and returns its path.
 pub fn write(vm: &OutputVm, opts: &TargetOptions, outdir: &Path) -> Result<Vec<PathBuf>> {
-    validate_name(&vm.name)?;
-    validate_options(opts)?;
+    validate(vm, opts)?;
     let yaml = manifest(vm, opts);
     Ok(vec![write_file(outdir, &format!("{}.yaml", vm.name), &yaml)?])
 }

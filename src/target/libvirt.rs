@@ -3,8 +3,8 @@
 
 use super::xml::XmlDoc;
 use super::{
-    disk_dev_name, is_windows, map_network, nic_mac, validate_name, validate_options, write_file,
-    BlockDriver, NetTarget, OutputVm, TargetOptions, DEFAULT_NETWORK,
+    disk_dev_name, is_windows, map_network, nic_mac, validate, write_file, BlockDriver, NetTarget, OutputVm,
+    TargetOptions, DEFAULT_NETWORK,
 };
 use crate::vm::Firmware;
 use std::path::{Path, PathBuf};
@@ -15,8 +15,7 @@ pub const METADATA_NS: &str = "https://example.invalid/v2x/1";
 
 /// Writes `NAME.xml` into `outdir` and returns its path.
 pub fn write(vm: &OutputVm, opts: &TargetOptions, outdir: &Path) -> Result<Vec<PathBuf>> {
-    validate_name(&vm.name)?;
-    validate_options(opts)?;
+    validate(vm, opts)?;
     let xml = domain_xml(vm, opts);
     Ok(vec![write_file(outdir, &format!("{}.xml", vm.name), &xml)?])
 }

@@ -152,6 +152,28 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks everything a writer relies on: the name ([`validate_name`]), the
+/// options ([`validate_options`]), and vCPUs and memory within the VM model's caps.
+pub fn validate(vm: &OutputVm, opts: &TargetOptions) -> Result<()> {
+    validate_name(&vm.name)?;
+    validate_options(opts)?;
+    if vm.vcpus == 0 || vm.vcpus > crate::vm::MAX_VCPUS {
+        return Err(Error::invalid(format!(
+            "{} vCPUs (1 to {})",
+            vm.vcpus,
+            crate::vm::MAX_VCPUS
+        )));
+    }
+    if vm.memory_mib == 0 || vm.memory_mib > crate::vm::MAX_MEMORY_MIB {
+        return Err(Error::invalid(format!(
+            "{} MiB of memory (1 to {})",
+            vm.memory_mib,
+            crate::vm::MAX_MEMORY_MIB
+        )));
+    }
+    Ok(())
+}
+
 /// Checks the target names in `opts` (the OUT of `--network`/`--bridge`): not
 /// empty, no control characters.
 pub fn validate_options(opts: &TargetOptions) -> Result<()> {

@@ -2,10 +2,7 @@
 //! properties of the boot disk, one entry per disk, and the `openstack`
 //! commands that upload them.
 
-use super::{
-    gib_ceil, is_windows, shell_quote, validate_name, validate_options, write_file, BlockDriver, OutputVm,
-    TargetOptions,
-};
+use super::{gib_ceil, is_windows, shell_quote, validate, write_file, BlockDriver, OutputVm, TargetOptions};
 use crate::vm::Firmware;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -71,8 +68,7 @@ pub struct ImageDisk {
 
 /// Writes `NAME.json` into `outdir` and returns its path.
 pub fn write(vm: &OutputVm, opts: &TargetOptions, outdir: &Path) -> Result<Vec<PathBuf>> {
-    validate_name(&vm.name)?;
-    validate_options(opts)?;
+    validate(vm, opts)?;
     let set = image_set(vm, opts)?;
     let mut text = serde_json::to_string_pretty(&set)
         .map_err(|e| Error::invalid(format!("serialising the OpenStack description: {e}")))?;

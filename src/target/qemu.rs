@@ -2,8 +2,8 @@
 //! script that starts the VM with `qemu-system-x86_64` on a q35 machine.
 
 use super::{
-    comment_safe, disk_dev_name, is_windows, map_network, nic_mac, shell_quote, validate_name,
-    validate_options, write_file, BlockDriver, NetTarget, OutputVm, TargetOptions,
+    comment_safe, disk_dev_name, is_windows, map_network, nic_mac, shell_quote, validate, write_file,
+    BlockDriver, NetTarget, OutputVm, TargetOptions,
 };
 use crate::vm::Firmware;
 use std::fmt::Write as _;
@@ -35,8 +35,7 @@ pub const OVMF_PAIRS: &[(&str, &str)] = &[
 
 /// Writes `NAME.sh` (mode 0755) into `outdir` and returns its path.
 pub fn write(vm: &OutputVm, opts: &TargetOptions, outdir: &Path) -> Result<Vec<PathBuf>> {
-    validate_name(&vm.name)?;
-    validate_options(opts)?;
+    validate(vm, opts)?;
     let script = script(vm, opts)?;
     let path = write_file(outdir, &format!("{}.sh", vm.name), &script)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
