@@ -5,8 +5,11 @@
 //! Parsers live beside this file (`ovf`, `ova`, `vmx`). Each returns a
 //! [`VmSpec`]; nothing here touches disk contents.
 
+pub mod manifest;
+pub mod open;
 pub mod ova;
 pub mod ovf;
+pub mod tar;
 pub mod vmx;
 
 use serde::Serialize;
