@@ -42,7 +42,9 @@ pub fn load(path: &Path, verify_manifest: bool) -> Result<VmSpec> {
     let mut referenced = Vec::new();
     let mut spec = super::ovf::parse(&xml, path, &mut |href, gzip| {
         let loc = ova.resolve(href, gzip)?;
-        referenced.push(href.to_string());
+        if let DiskLocation::Member { member, .. } = &loc {
+            referenced.push(member.clone());
+        }
         Ok(loc)
     })?;
     spec.source_kind = SourceKind::Ova;
@@ -183,7 +185,9 @@ impl OvaArchive {
                 self.path.display()
             )));
         }
-        let mut found = self.members.iter().filter(|m| m.name == href);
+        // Member names lose a leading "./" in the walk; so does the href.
+        let name = tar::clean_name(href, 0)?;
+        let mut found = self.members.iter().filter(|m| m.name == name);
         let m = match (found.next(), found.next()) {
             (Some(m), None) => m,
             (None, _) => {

@@ -76,6 +76,10 @@ fn resolve_maps_hrefs_to_members() {
         ova.resolve("http://x/disk1.vmdk", false),
         Err(Error::Unsupported(_))
     ));
+    assert!(matches!(
+        ova.resolve("./disk1.vmdk", false),
+        Ok(DiskLocation::Member { len: 5000, .. })
+    ));
     // Exact match only.
     assert!(matches!(
         ova.resolve("DISK1.vmdk", false),
