@@ -8,8 +8,9 @@ use common::{qemu_raw, scratch, sha256_file, tool_ok};
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use v2x::vm::open::{open_disk, open_location};
 use v2x::vm::ova::{self, OvaArchive};
-use v2x::vm::{manifest, open::open_location, DiskLocation};
+use v2x::vm::{manifest, DiskLocation};
 use v2x_formats::block::BlockSource;
 use v2x_formats::{Error, OpenOptions};
 
@@ -38,11 +39,59 @@ fn convert(src: &Path, out: &Path, fmt: &str, opts: &[&str]) {
     tool_ok("qemu-img", &args);
 }
 
+/// A small OVF 1.x: one VirtualSystem with one CPU, 512 MiB and one disk,
+/// whose file is `href`.
 fn minimal_ovf(href: &str) -> String {
     format!(
-        "<?xml version=\"1.0\"?>\n<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\" \
-         xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\">\n<References><File ovf:href=\"{href}\" \
-         ovf:id=\"file1\"/></References>\n</Envelope>\n"
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1"
+    xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+    xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
+  <References>
+    <File ovf:href="{href}" ovf:id="file1"/>
+  </References>
+  <DiskSection>
+    <Info>disks</Info>
+    <Disk ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:capacity="{DISK_SIZE}"
+        ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="ova-test">
+    <Info>a test VM</Info>
+    <Name>ova-test</Name>
+    <VirtualHardwareSection>
+      <Info>hardware</Info>
+      <Item>
+        <rasd:ElementName>1 CPU</rasd:ElementName>
+        <rasd:InstanceID>1</rasd:InstanceID>
+        <rasd:ResourceType>3</rasd:ResourceType>
+        <rasd:VirtualQuantity>1</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>
+        <rasd:ElementName>512 MB</rasd:ElementName>
+        <rasd:InstanceID>2</rasd:InstanceID>
+        <rasd:ResourceType>4</rasd:ResourceType>
+        <rasd:VirtualQuantity>512</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:Address>0</rasd:Address>
+        <rasd:ElementName>SCSI Controller 0</rasd:ElementName>
+        <rasd:InstanceID>3</rasd:InstanceID>
+        <rasd:ResourceSubType>lsilogic</rasd:ResourceSubType>
+        <rasd:ResourceType>6</rasd:ResourceType>
+      </Item>
+      <Item>
+        <rasd:AddressOnParent>0</rasd:AddressOnParent>
+        <rasd:ElementName>Hard Disk 1</rasd:ElementName>
+        <rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource>
+        <rasd:InstanceID>4</rasd:InstanceID>
+        <rasd:Parent>3</rasd:Parent>
+        <rasd:ResourceType>17</rasd:ResourceType>
+      </Item>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+"#
     )
 }
 
@@ -164,9 +213,30 @@ fn manifest_good_then_one_flipped_digit() {
     let mf = ova.members.iter().find(|m| m.name == "vm.mf").unwrap();
     let entries = manifest::parse(&ova.read_text(mf, "manifest").unwrap()).unwrap();
     manifest::verify(&ova_path, &ova.members, &entries).unwrap();
-    // load gets past the manifest (the OVF parser decides the rest).
+    // The whole load: the disk is the member, read in place.
+    let disk = ova.members.iter().find(|m| m.name == "disk1.vmdk").unwrap();
     match ova::load(&ova_path, true) {
-        Ok(spec) => assert_eq!(spec.disks.len(), 1),
+        Ok(spec) => {
+            assert_eq!(spec.source_kind, v2x::vm::SourceKind::Ova);
+            assert_eq!((spec.vcpus, spec.memory_mib, spec.disks.len()), (1, 512, 1));
+            assert_eq!(
+                spec.disks[0].location,
+                DiskLocation::Member {
+                    tar: ova_path.clone(),
+                    member: "disk1.vmdk".into(),
+                    offset: disk.offset,
+                    len: disk.len,
+                    gzip: false,
+                }
+            );
+            assert_eq!(spec.disks[0].capacity, Some(DISK_SIZE));
+            assert!(
+                !spec.notes.iter().any(|n| n.contains("manifest")),
+                "{:?}",
+                spec.notes
+            );
+        }
+        // Until the OVF parser is merged, load stops there, after the manifest check.
         Err(e) => assert!(e.to_string().contains("OVF parsing is not written yet"), "{e}"),
     }
 
@@ -229,7 +299,9 @@ fn gzip_member_round_trips() {
     let vmdk = d.path().join("disk1.vmdk");
     convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
     tool_ok("gzip", &["-k", vmdk.to_str().unwrap()]);
-    std::fs::write(d.path().join("vm.ovf"), minimal_ovf("disk1.vmdk.gz")).unwrap();
+    let ovf =
+        minimal_ovf("disk1.vmdk.gz").replace(r#"ovf:id="file1""#, r#"ovf:id="file1" ovf:compression="gzip""#);
+    std::fs::write(d.path().join("vm.ovf"), ovf).unwrap();
     let ova_path = tar(d.path(), "gz.ova", "ustar", &["vm.ovf", "disk1.vmdk.gz"]);
     let ova = OvaArchive::open(&ova_path).unwrap();
     let loc = ova.resolve("disk1.vmdk.gz", true).unwrap();
@@ -238,6 +310,15 @@ fn gzip_member_round_trips() {
     assert_eq!(image_sha256(img.as_ref()), sha256_file(&raw));
     // The scratch file is anonymous: nothing is left in the directory.
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+    // Through load, the OVF's ovf:compression makes the member a gzip one.
+    match ova::load(&ova_path, false) {
+        Ok(spec) => {
+            assert_eq!(spec.disks[0].location, loc);
+            let img = open_disk(&spec.disks[0], &OpenOptions::default(), Some(work.path())).unwrap();
+            assert_eq!(img.size(), DISK_SIZE);
+        }
+        Err(e) => assert!(e.to_string().contains("OVF parsing is not written yet"), "{e}"),
+    }
 }
 
 #[test]

@@ -57,7 +57,9 @@ pub fn load(path: &Path, verify_manifest: bool) -> Result<VmSpec> {
             || referenced.contains(&m.name)
             || has_ext(&m.name, ".mf")
             || has_ext(&m.name, ".cert");
-        if m.kind == MemberKind::File && !known {
+        // The OVF parser already notes files it names but does not convert.
+        let noted = spec.notes.iter().any(|n| n.contains(&format!("'{}'", m.name)));
+        if m.kind == MemberKind::File && !known && !noted {
             notes.push(format!("member {} is not referenced by the OVF; ignored", m.name));
         }
     }
