@@ -131,7 +131,9 @@ pub fn verify(tar: &Path, members: &[TarMember], entries: &[ManifestEntry]) -> R
     let jobs: Vec<(&ManifestEntry, &TarMember)> = entries
         .iter()
         .map(|e| {
-            let mut found = members.iter().filter(|m| m.name == e.name);
+            // Member names lost any leading "./" in the walk.
+            let name = e.name.trim_start_matches("./");
+            let mut found = members.iter().filter(|m| m.name == name);
             match (found.next(), found.next()) {
                 (Some(m), None) if m.kind == MemberKind::File => Ok((e, m)),
                 (Some(_), None) => Err(Error::unsupported(format!(

@@ -57,6 +57,9 @@ pub fn load(path: &Path, verify_manifest: bool) -> Result<VmSpec> {
             || referenced.contains(&m.name)
             || has_ext(&m.name, ".mf")
             || has_ext(&m.name, ".cert");
+        if m.kind == MemberKind::File && has_ext(&m.name, ".cert") {
+            notes.push(format!("certificate {} not checked", m.name));
+        }
         // The OVF parser already notes files it names but does not convert.
         let noted = spec.notes.iter().any(|n| n.contains(&format!("'{}'", m.name)));
         if m.kind == MemberKind::File && !known && !noted {
@@ -71,7 +74,7 @@ pub fn load(path: &Path, verify_manifest: bool) -> Result<VmSpec> {
 pub fn unlisted_notes(ovf: &str, referenced: &[String], entries: &[ManifestEntry]) -> Vec<String> {
     std::iter::once(ovf)
         .chain(referenced.iter().map(String::as_str))
-        .filter(|name| !entries.iter().any(|e| e.name == *name))
+        .filter(|name| !entries.iter().any(|e| e.name.trim_start_matches("./") == *name))
         .map(|name| format!("member {name} is not listed in the manifest; not verified"))
         .collect()
 }

@@ -95,6 +95,15 @@ fn good_manifest_verifies() {
     verify(f.path(), &ova.members, &entries).unwrap();
     let notes = unlisted_notes("vm.ovf", &["disk1.vmdk".into()], &entries);
     assert!(notes.is_empty(), "{notes:?}");
+    // Manifests may name members "./name", as tar lists them.
+    let dotted: Vec<ManifestEntry> = entries
+        .iter()
+        .map(|e| ManifestEntry {
+            name: format!("./{}", e.name),
+            ..e.clone()
+        })
+        .collect();
+    verify(f.path(), &ova.members, &dotted).unwrap();
 }
 
 #[test]

@@ -112,8 +112,7 @@ pub fn walk(file: &HostFile) -> Result<Vec<TarMember>> {
                     pos,
                 )
             })?;
-        // data_end <= file length, so rounding up cannot overflow u64.
-        let next = data_end.div_ceil(TAR_BLOCK) * TAR_BLOCK;
+        let next = data_end.div_ceil(TAR_BLOCK).saturating_mul(TAR_BLOCK);
         match h.kind {
             b'x' | b'g' | b'L' | b'K' => {
                 pending.count += 1;
