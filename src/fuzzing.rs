@@ -19,6 +19,7 @@ pub const TARGETS: &[&str] = &[
     "initramfs",
     "ovf",
     "vmx",
+    "ova",
 ];
 
 /// Feeds `data` to the parser behind fuzz target `target`.
@@ -37,6 +38,7 @@ pub fn exercise(target: &str, data: &[u8]) {
             let _ = crate::guest::initramfs::list_cpio(data);
         }
         "initramfs" => crate::guest::initramfs::fuzz_walk(data),
+        "ova" => crate::vm::ova::fuzz(data),
         "xfs" => crate::fs::xfs::fuzz::walk(data),
         "hive" => exercise_hive(data),
         "btrfs" => crate::fs::btrfs::fuzz::exercise(data),

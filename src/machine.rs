@@ -439,12 +439,9 @@ fn open_disks(args: &ConvertArgs, spec: &VmSpec, unpack: &Path) -> Result<Vec<Op
             ),
             DiskLocation::Member { tar, member, .. } => {
                 let label = format!("{}!{member}", tar.display());
-                let src = vm::ova::open_location(
-                    &d.location,
-                    &crate::options::open_options(&args.source, args.source_format),
-                    unpack,
-                )
-                .with_context(|| format!("opening {label}"))?;
+                let opts = crate::options::open_options(&args.source, args.source_format);
+                let src = vm::open::open_disk(d, &opts, Some(unpack))
+                    .with_context(|| format!("opening {label}"))?;
                 (label, Arc::from(src))
             }
             DiskLocation::Blank => {

@@ -37,6 +37,8 @@ xz xz-utils
 zstd zstd
 lz4 lz4
 virt-xml-validate libvirt-clients
+virsh libvirt-clients
+xmllint libxml2-utils
 TOOLS
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
@@ -69,4 +71,5 @@ if [ -n "${V2X_CORPUS:-}" ]; then
   cargo test --locked -p v2x-formats --test corpus -- --nocapture
   cargo test --locked --test print_source_corpus -- --nocapture
   cargo test --locked --test vm_corpus -- --nocapture
+  cargo test --locked --test ova_corpus -- --nocapture
 fi

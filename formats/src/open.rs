@@ -67,6 +67,23 @@ pub fn open_image(path: &Path, opts: &OpenOptions) -> Result<Box<dyn BlockSource
     opener.open(path, opts.format, 0)
 }
 
+/// Opens a byte range of a host file ([`HostFile::open_range`], an OVA
+/// member) as an image: detection unless `opts.format` says, then the
+/// format's opener. A member stands alone: backing files, external data
+/// files and descriptors naming other extents are refused, since their
+/// names would resolve beside the archive, not inside it.
+pub fn open_member(file: HostFile, opts: &OpenOptions) -> Result<Box<dyn BlockSource>> {
+    let opener = Opener {
+        opts: OpenOptions {
+            backing: BackingPolicy::Refuse,
+            allow_external_data: false,
+            ..opts.clone()
+        },
+        roots: Vec::new(),
+    };
+    opener.open_file(file, opts.format, 0)
+}
+
 /// Opens images of a chain, enforcing the backing policy and depth cap.
 #[derive(Debug)]
 pub struct Opener {
@@ -116,6 +133,13 @@ impl Opener {
             Some(f) => f,
             None => probe(&file)?,
         };
+        if format == Format::VmdkDescriptor && file.range_base().is_some() {
+            return Err(Error::unsupported(format!(
+                "{} is a VMDK descriptor inside an archive; extents stored as other \
+                 archive members are not supported (extract the archive first)",
+                path.display()
+            )));
+        }
         match format {
             Format::Raw => Ok(Box::new(raw::RawImage::new(file)?)),
             Format::Qcow2 => Ok(Box::new(qcow2::Qcow2Image::open(file, self, depth)?)),

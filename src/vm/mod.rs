@@ -6,8 +6,11 @@
 //! [`VmSpec`]; nothing here touches disk contents.
 
 pub mod blank;
+pub mod manifest;
+pub mod open;
 pub mod ova;
 pub mod ovf;
+pub mod tar;
 pub mod vmx;
 
 use serde::Serialize;
