@@ -20,9 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use v2x_formats::block::BlockSource;
 
-/// Longest VM name accepted (libvirt and file systems take more; people don't).
-pub const MAX_NAME_LEN: usize = 200;
-
 /// The VM target `args` asks for: `--target`, else `local` for a VM
 /// description (OVA, OVF, VMX), else None (a disk converts to one image).
 pub fn vm_target(args: &ConvertArgs) -> Result<Option<TargetKind>> {
@@ -73,36 +70,15 @@ pub fn print_source(args: &ConvertArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// Checks a VM name: it names files and libvirt domains.
+/// Checks a VM name: it names files and libvirt domains (see
+/// [`target::validate_name`]).
 pub fn check_name(name: &str) -> Result<()> {
-    let bad = name.is_empty()
-        || name.len() > MAX_NAME_LEN
-        || name.starts_with('.')
-        || name.starts_with('-')
-        || name.chars().any(|c| c == '/' || c == '\\' || c.is_control());
-    if bad {
-        return Err(v2x_formats::Error::invalid(format!(
-            "{name:?} cannot be a VM name: use 1 to {MAX_NAME_LEN} characters without '/', '\\' or \
-             control characters, not starting with '.' or '-' (--name sets it)"
-        ))
-        .into());
-    }
-    Ok(())
+    target::validate_name(name).map_err(|e| anyhow::Error::new(e).context("choose another with --name"))
 }
 
 /// Linux's name for disk `i` on SCSI/SATA: sda … sdz, sdaa, ….
 pub fn disk_name(i: usize) -> String {
-    let mut n = i;
-    let mut letters = Vec::new();
-    loop {
-        letters.push(b'a' + (n % 26) as u8);
-        if n < 26 {
-            break;
-        }
-        n = n / 26 - 1;
-    }
-    letters.reverse();
-    format!("sd{}", String::from_utf8_lossy(&letters))
+    format!("sd{}", target::disk_letters(i))
 }
 
 /// The description file a target writes beside the disks.
@@ -153,6 +129,15 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
     }
     let out_format = output_format(args, None);
     let wopts = write_options(&args.options, args.compress)?;
+    let topts = TargetOptions {
+        block_driver: match args.block_driver {
+            BlockDriverArg::VirtioBlk => BlockDriver::VirtioBlk,
+            BlockDriverArg::VirtioScsi => BlockDriver::VirtioScsi,
+        },
+        networks: mappings(&args.network),
+        bridges: mappings(&args.bridge),
+    };
+    target::validate_options(&topts)?;
 
     // The output directory (a scratch one for --target null) and the files it will hold.
     let (outdir, _scratch): (PathBuf, Option<tempfile::TempDir>) = match (kind, &args.output) {
@@ -345,14 +330,6 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
         nics: spec.nics.clone(),
         guest,
         source_os_type: spec.os_type.clone(),
-    };
-    let topts = TargetOptions {
-        block_driver: match args.block_driver {
-            BlockDriverArg::VirtioBlk => BlockDriver::VirtioBlk,
-            BlockDriverArg::VirtioScsi => BlockDriver::VirtioScsi,
-        },
-        networks: mappings(&args.network),
-        bridges: mappings(&args.bridge),
     };
     let files = target::write(kind, &ovm, &topts, &outdir).with_context(|| {
         format!(
