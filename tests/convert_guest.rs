@@ -207,12 +207,7 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     let plan = events.iter().find(|e| e["event"] == "plan").expect("plan event");
     assert_eq!(plan["root"]["volume"], "sda1");
     assert_eq!(plan["root"]["distro"], "debian");
-    let ids: Vec<&str> = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap())
-        .collect();
+    let ids = common::plan_step_ids(plan);
     assert!(
         ids.contains(&"device-names") && ids.contains(&"initramfs"),
         "{ids:?}"

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{qemu_raw, scratch, sha256_file, tool_ok};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use v2x::vm::open::{open_disk, open_location};
@@ -112,20 +112,6 @@ fn tar(dir: &Path, name: &str, format: &str, files: &[&str]) -> PathBuf {
     out
 }
 
-/// sha256 of every byte of `img`, read in 1 MiB pieces.
-fn image_sha256(img: &dyn BlockSource) -> String {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0;
-    while pos < img.size() {
-        let n = (img.size() - pos).min(buf.len() as u64) as usize;
-        img.read_at(pos, &mut buf[..n]).unwrap();
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
-    format!("{:x}", h.finalize())
-}
-
 fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -145,7 +131,7 @@ fn assert_member_matches(ova_path: &Path, href: &str, oracle_sha: &str) {
     let img = open_location(&loc, &OpenOptions::default(), None).unwrap();
     assert_eq!(img.size(), DISK_SIZE);
     assert_eq!(
-        image_sha256(img.as_ref()),
+        common::image_sha256(img.as_ref()),
         oracle_sha,
         "{}!{href}",
         ova_path.display()
@@ -307,7 +293,7 @@ fn gzip_member_round_trips() {
     let loc = ova.resolve("disk1.vmdk.gz", true).unwrap();
     let work = scratch("ova-gzip-work");
     let img = open_location(&loc, &OpenOptions::default(), Some(work.path())).unwrap();
-    assert_eq!(image_sha256(img.as_ref()), sha256_file(&raw));
+    assert_eq!(common::image_sha256(img.as_ref()), sha256_file(&raw));
     // The scratch file is anonymous: nothing is left in the directory.
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
     // Through load, the OVF's ovf:compression makes the member a gzip one.

@@ -7,35 +7,16 @@
 //! tar" note), the archive's own `.mf` digests, and every disk member
 //! opened in place and read in full against `raw_sha256_qemu`.
 
-use sha2::{Digest, Sha256};
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 use v2x::vm::open::open_location;
 use v2x::vm::ova::{self, OvaArchive};
 use v2x::vm::{manifest, DiskLocation};
 use v2x_formats::block::BlockSource;
 use v2x_formats::OpenOptions;
-
-/// sha256 of every byte of `img`, read in 4 MiB pieces.
-fn image_sha256(img: &dyn BlockSource) -> String {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    let mut pos = 0;
-    while pos < img.size() {
-        let n = (img.size() - pos).min(buf.len() as u64) as usize;
-        img.read_at(pos, &mut buf[..n]).unwrap();
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
-    format!("{:x}", h.finalize())
-}
-
-fn file_sha256(p: &Path) -> String {
-    let mut h = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(p).unwrap(), &mut h).unwrap();
-    format!("{:x}", h.finalize())
-}
 
 /// The N of "offset N in tar" in a member row's notes.
 fn noted_offset(notes: &str) -> Option<u64> {
@@ -68,7 +49,11 @@ fn corpus_ovas_read_in_place() {
             path.is_file(),
             "{name} is listed in MANIFEST.tsv but missing from the corpus"
         );
-        assert_eq!(file_sha256(&path), row["sha256"], "{name}: archive sha256");
+        assert_eq!(
+            common::sha256_file(&path),
+            row["sha256"],
+            "{name}: archive sha256"
+        );
         let archive = OvaArchive::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
 
         // The archive's own manifest.
@@ -109,7 +94,7 @@ fn corpus_ovas_read_in_place() {
                 "{name}!{member}: size"
             );
             let start = Instant::now();
-            let got = image_sha256(img.as_ref());
+            let got = common::image_sha256(img.as_ref());
             eprintln!(
                 "{name}!{member}: {} bytes read in {:?}",
                 img.size(),

@@ -213,12 +213,7 @@ fn vmx_two_disk_guest_converts_for_libvirt() {
     // Inspection saw both disks: dpkg's database (on sdb1) names open-vm-tools.
     let plan = event(&evs, "plan");
     assert_eq!(plan["root"]["distro"], "debian", "{plan}");
-    let steps: Vec<&str> = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap())
-        .collect();
+    let steps = common::plan_step_ids(plan);
     assert!(
         steps.contains(&"device-names") && steps.contains(&"hypervisor-tools"),
         "{steps:?}"

@@ -131,6 +131,30 @@ pub fn sha256_file(p: &Path) -> String {
     format!("{:x}", h.finalize())
 }
 
+/// sha256 of every guest byte of `img`, read in 4 MiB pieces, hex.
+pub fn image_sha256(img: &dyn v2x_formats::block::BlockSource) -> String {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut pos = 0;
+    while pos < img.size() {
+        let n = (img.size() - pos).min(buf.len() as u64) as usize;
+        img.read_at(pos, &mut buf[..n]).unwrap();
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// The step ids of a `plan` JSON event, in order.
+pub fn plan_step_ids(plan: &serde_json::Value) -> Vec<&str> {
+    plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect()
+}
+
 /// `qemu-img convert -O raw` of `img`, the byte oracle.
 pub fn qemu_raw(img: &Path, out: &Path) {
     tool_ok(
