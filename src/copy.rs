@@ -17,8 +17,11 @@ use v2x_formats::block::{BlockSource, ExtentKind};
 use v2x_formats::error::{Error, Result};
 use v2x_formats::sink::{ChunkEncoder, DataSink, EncodedChunk, ImageWriter, WriteSummary};
 
-/// Default bytes per chunk handed to workers.
-pub const DEFAULT_CHUNK: u64 = 2 << 20;
+/// Default bytes per chunk handed to workers. Small enough that a worker's
+/// buffer stays in its core's L2 cache between the read, the zero scan and
+/// the write: on the 2-core bench machine (2 MiB L2 per core), 512 KiB copied
+/// raw->qcow2 about 10% faster than 2 MiB and 1 MiB (testdata/bench.sh).
+pub const DEFAULT_CHUNK: u64 = 512 << 10;
 /// How much of the allocation map is fetched at once.
 const MAP_WINDOW: u64 = 1 << 30;
 

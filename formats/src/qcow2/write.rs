@@ -41,8 +41,10 @@ const MAX_CLUSTER_BITS: u32 = 21;
 pub const MAX_L1_BYTES: u64 = 32 << 20;
 
 /// Plain runs at least this long are left to the caller by `place_chunk`
-/// even when that means writing out buffered bytes first.
-const DEFER_MIN: usize = 1 << 20;
+/// even when that means writing out buffered bytes first. Half the copier's
+/// default chunk, so a chunk of data is always written by its worker in
+/// parallel, not by the ordered stage.
+const DEFER_MIN: usize = 256 << 10;
 
 /// Bytes in a qcow2 sector; the virtual size is a whole number of them.
 const SECTOR: u64 = 512;
