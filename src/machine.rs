@@ -137,7 +137,20 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
         networks: mappings(&args.network),
         bridges: mappings(&args.bridge),
     };
-    target::validate_options(&topts)?;
+    // Everything the target writer will check, checked before any disk is copied.
+    target::validate(
+        &OutputVm {
+            name: spec.name.clone(),
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            firmware: spec.firmware.unwrap_or(Firmware::Bios),
+            disks: Vec::new(),
+            nics: spec.nics.clone(),
+            guest: None,
+            source_os_type: spec.os_type.clone(),
+        },
+        &topts,
+    )?;
 
     // The output directory (a scratch one for --target null) and the files it will hold.
     let (outdir, _scratch): (PathBuf, Option<tempfile::TempDir>) = match (kind, &args.output) {
@@ -157,6 +170,9 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
         (_, Some(out)) => (out.clone(), None),
         (_, None) => return Err(v2x_formats::Error::invalid("convert needs an OUTPUT directory").into()),
     };
+    // A directory this run creates is removed again if the run fails before
+    // anything is left in it.
+    let mut created_dir = CreatedDir(None);
     let outputs: Vec<PathBuf> = (0..spec.disks.len())
         .map(|i| outdir.join(format!("{}-{}", spec.name, disk_name(i))))
         .collect();
@@ -167,6 +183,9 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
                 outdir.display()
             ))
             .into());
+        }
+        if !outdir.exists() {
+            created_dir.0 = Some(outdir.clone());
         }
         std::fs::create_dir_all(&outdir).with_context(|| format!("creating {}", outdir.display()))?;
         for o in &outputs {
@@ -340,6 +359,7 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
     })?;
     reporter.finish();
     written.0.clear();
+    created_dir.0 = None;
 
     let secs = reporter.elapsed();
     let shown_dir = if kind == TargetKind::Null {
@@ -382,6 +402,18 @@ impl Drop for WrittenDisks {
     fn drop(&mut self) {
         for p in &self.0 {
             let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// An output directory made by this run; removed on drop if still set and empty.
+struct CreatedDir(Option<PathBuf>);
+
+impl Drop for CreatedDir {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            // Fails, harmlessly, when the directory is not empty.
+            let _ = std::fs::remove_dir(d);
         }
     }
 }

@@ -452,3 +452,29 @@ name = "good2"
         "{text}"
     );
 }
+
+#[test]
+fn a_vm_that_fails_leaves_no_output_directory() {
+    let dir = common::scratch("vm-fails");
+    let vmx = write_vmx(dir.path());
+    // The second disk's descriptor is gone: the VM cannot be converted whole.
+    std::fs::remove_file(dir.path().join("multi-sdb.vmdk")).unwrap();
+    let out = dir.path().join("out");
+    let r = run_v2x(&["convert", vmx.to_str().unwrap(), out.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(3), "{}", common::output_text(&r));
+    assert!(
+        common::output_text(&r).contains("multi-sdb.vmdk"),
+        "{}",
+        common::output_text(&r)
+    );
+    assert!(!out.exists(), "a failed conversion left {}", out.display());
+    // Zero vCPUs are refused before anything is written.
+    let vmx0 = dir.path().join("zero.vmx");
+    let text = std::fs::read_to_string(&vmx)
+        .unwrap()
+        .replace("numvcpus = \"2\"", "numvcpus = \"0\"");
+    std::fs::write(&vmx0, text).unwrap();
+    let r = run_v2x(&["convert", vmx0.to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(!r.status.success(), "zero vCPUs converted");
+    assert!(!out.exists(), "a refused conversion left {}", out.display());
+}
