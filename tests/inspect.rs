@@ -59,21 +59,7 @@ fn golden_masked(name: &str, images: &[&Path], random_uuids: bool) -> Value {
         .join("testdata/golden")
         .join(format!("{name}.json"));
     let text = serde_json::to_string_pretty(&got).unwrap() + "\n";
-    if std::env::var_os("V2X_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, &text).unwrap();
-    }
-    let want = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with V2X_UPDATE_GOLDEN=1 to create it",
-            file.display()
-        )
-    });
-    assert_eq!(
-        text, want,
-        "inspect --json for {name} differs from {}; if the change is deliberate, rerun with V2X_UPDATE_GOLDEN=1",
-        file.display()
-    );
+    common::assert_golden(&file, &text);
     got
 }
 

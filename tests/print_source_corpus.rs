@@ -38,18 +38,6 @@ fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden/vm/print-source")
 }
 
-fn check(name: &str, actual: &str) {
-    let path = golden_dir().join(name);
-    if std::env::var_os("V2X_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(golden_dir()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (V2X_UPDATE_GOLDEN=1 writes it)", path.display()));
-    assert_eq!(actual, want, "{name} differs from its golden file");
-}
-
 #[test]
 fn corpus_descriptions_print_as_their_goldens() {
     let Some(corpus) = corpus() else { return };
@@ -65,7 +53,7 @@ fn corpus_descriptions_print_as_their_goldens() {
             let text = String::from_utf8(out.stdout)
                 .unwrap()
                 .replace(root.to_str().unwrap(), "$CORPUS");
-            check(&format!("{stem}.{ext}"), &text);
+            common::assert_golden(&golden_dir().join(format!("{stem}.{ext}")), &text);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! exist. Only our output is kept, in `testdata/golden/vm/corpus/`; the corpus
 //! paths are shown as `$CORPUS`.
 
-mod vm_common;
+mod common;
 
 use std::path::Path;
 
@@ -51,7 +51,7 @@ fn corpus_ovfs_match_goldens() {
         let p = corpus.join(rel);
         assert!(p.is_file(), "{} ({why}) is missing from V2X_CORPUS", p.display());
         let name = Path::new(rel).file_stem().unwrap().to_str().unwrap();
-        vm_common::check(golden, name, v2x::vm::ovf::load(&p), prefix, "$CORPUS");
+        common::check_vm_golden(golden, name, v2x::vm::ovf::load(&p), prefix, "$CORPUS");
     }
     // The two negative fixtures must fail with the documented kinds.
     let kind = |rel: &str| v2x::vm::ovf::load(&corpus.join(rel)).unwrap_err().kind_name();

@@ -3,7 +3,7 @@
 //! `testdata/golden/vm/NAME.txt` (`render()`) and `NAME.json`. Regenerate with
 //! `V2X_UPDATE_GOLDEN=1 cargo test --test vm_golden` and review the diff.
 
-mod vm_common;
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +28,7 @@ fn golden_dir() -> &'static Path {
 fn vmx_goldens() {
     for p in fixtures("testdata/vmx", "vmx") {
         let name = p.file_stem().unwrap().to_str().unwrap();
-        vm_common::check(golden_dir(), name, v2x::vm::vmx::load(&p), "", "");
+        common::check_vm_golden(golden_dir(), name, v2x::vm::vmx::load(&p), "", "");
     }
 }
 
@@ -36,7 +36,7 @@ fn vmx_goldens() {
 fn ovf_goldens() {
     for p in fixtures("testdata/ovf", "ovf") {
         let name = p.file_stem().unwrap().to_str().unwrap();
-        vm_common::check(golden_dir(), name, v2x::vm::ovf::load(&p), "", "");
+        common::check_vm_golden(golden_dir(), name, v2x::vm::ovf::load(&p), "", "");
     }
 }
 
