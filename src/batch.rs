@@ -52,20 +52,13 @@ struct Outcome {
 
 /// Reads a manifest into entries. Paths in it are relative to its directory.
 pub fn load(path: &Path) -> Result<Vec<Entry>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut text = String::new();
-    file.take(MAX_MANIFEST_BYTES + 1)
-        .read_to_string(&mut text)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if text.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(v2x_formats::Error::LimitExceeded {
-            what: "batch manifest size",
-            value: text.len() as u64,
-            max: MAX_MANIFEST_BYTES,
-        }
-        .into());
-    }
+    let bytes = crate::vm::ovf::read_capped(path, "batch manifest size", MAX_MANIFEST_BYTES)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        v2x_formats::Error::io(
+            format!("reading {}", path.display()),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse(&text, &base).with_context(|| format!("in the manifest {}", path.display()))
 }

@@ -9,12 +9,18 @@ use v2x_formats::{Error, Result};
 
 /// Reads a VM description file of at most [`MAX_DESCRIPTOR_BYTES`].
 pub fn read_descriptor(path: &Path) -> Result<Vec<u8>> {
+    read_capped(path, "VM description bytes", MAX_DESCRIPTOR_BYTES)
+}
+
+/// Reads a whole small file, refusing one longer than `max` bytes (`what`
+/// names the cap) without reading more than `max + 1` bytes of it.
+pub fn read_capped(path: &Path, what: &'static str, max: u64) -> Result<Vec<u8>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let mut bytes = Vec::new();
-    file.take(MAX_DESCRIPTOR_BYTES + 1)
+    file.take(max.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    check_limit("VM description bytes", bytes.len() as u64, MAX_DESCRIPTOR_BYTES)?;
+    check_limit(what, bytes.len() as u64, max)?;
     Ok(bytes)
 }
 
