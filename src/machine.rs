@@ -30,17 +30,6 @@ pub fn vm_target(args: &ConvertArgs) -> Result<Option<TargetKind>> {
     Ok((kind != vm::SourceKind::Disk).then_some(TargetKind::Local))
 }
 
-/// The target's name as `--target` spells it.
-pub fn target_name(kind: TargetKind) -> &'static str {
-    match kind {
-        TargetKind::Local => "local",
-        TargetKind::Qemu => "qemu",
-        TargetKind::Kubevirt => "kubevirt",
-        TargetKind::Openstack => "openstack",
-        TargetKind::Null => "null",
-    }
-}
-
 fn target_kind(t: TargetArg) -> TargetKind {
     match t {
         TargetArg::Local => TargetKind::Local,
@@ -70,27 +59,9 @@ pub fn print_source(args: &ConvertArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// Checks a VM name: it names files and libvirt domains (see
-/// [`target::validate_name`]).
-pub fn check_name(name: &str) -> Result<()> {
-    target::validate_name(name).map_err(|e| anyhow::Error::new(e).context("choose another with --name"))
-}
-
 /// Linux's name for disk `i` on SCSI/SATA: sda … sdz, sdaa, ….
 pub fn disk_name(i: usize) -> String {
     format!("sd{}", target::disk_letters(i))
-}
-
-/// The description file a target writes beside the disks.
-pub fn description_file(kind: TargetKind, name: &str) -> Option<String> {
-    let ext = match kind {
-        TargetKind::Local => "xml",
-        TargetKind::Qemu => "sh",
-        TargetKind::Kubevirt => "yaml",
-        TargetKind::Openstack => "json",
-        TargetKind::Null => return None,
-    };
-    Some(format!("{name}.{ext}"))
 }
 
 /// Splits `--network`/`--bridge` values: "IN:OUT", or "OUT" (the default).
@@ -119,7 +90,6 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
     if let Some(n) = &args.name {
         spec.name = n.clone();
     }
-    check_name(&spec.name)?;
     if spec.disks.is_empty() {
         return Err(v2x_formats::Error::invalid(format!(
             "{} describes a VM without disks",
@@ -137,7 +107,8 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
         networks: mappings(&args.network),
         bridges: mappings(&args.bridge),
     };
-    // Everything the target writer will check, checked before any disk is copied.
+    // Everything the target writer will check (the name, vCPUs, memory, the
+    // network options), checked before any disk is copied.
     target::validate(
         &OutputVm {
             name: spec.name.clone(),
@@ -150,7 +121,8 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
             source_os_type: spec.os_type.clone(),
         },
         &topts,
-    )?;
+    )
+    .context("the VM cannot be described for the target (--name sets another name)")?;
 
     // The output directory (a scratch one for --target null) and the files it will hold.
     let (outdir, _scratch): (PathBuf, Option<tempfile::TempDir>) = match (kind, &args.output) {
@@ -191,7 +163,7 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
         for o in &outputs {
             check_output(&args.input, o, args.force)?;
         }
-        if let Some(f) = description_file(kind, &spec.name) {
+        if let Some(f) = kind.description_file(&spec.name) {
             check_output(&args.input, &outdir.join(f), args.force)?;
         }
     }
@@ -353,7 +325,7 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
     let files = target::write(kind, &ovm, &topts, &outdir).with_context(|| {
         format!(
             "writing the {} description into {}",
-            target_name(kind),
+            kind.name(),
             outdir.display()
         )
     })?;
@@ -384,7 +356,7 @@ pub fn convert_vm(args: &ConvertArgs, kind: TargetKind, mode: Mode, tag: Option<
         human_bytes(total),
         firmware.name(),
         shown_dir.display(),
-        target_name(kind),
+        kind.name(),
         human_bytes(read),
         human_bytes(stored),
     ));
@@ -485,15 +457,6 @@ mod tests {
         assert_eq!(disk_name(52), "sdba");
         assert_eq!(disk_name(701), "sdzz");
         assert_eq!(disk_name(702), "sdaaa");
-    }
-
-    #[test]
-    fn names() {
-        assert!(check_name("web-01").is_ok());
-        assert!(check_name("Ubuntu 22.04 (copy)").is_ok());
-        for bad in ["", ".hidden", "-x", "a/b", "a\nb", &"x".repeat(201)] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

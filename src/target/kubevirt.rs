@@ -19,7 +19,12 @@ pub const MAX_LABEL: usize = 63;
 pub fn write(vm: &OutputVm, opts: &TargetOptions, outdir: &Path) -> Result<Vec<PathBuf>> {
     validate(vm, opts)?;
     let yaml = manifest(vm, opts);
-    Ok(vec![write_file(outdir, &format!("{}.yaml", vm.name), &yaml)?])
+    Ok(vec![write_file(
+        outdir,
+        super::TargetKind::Kubevirt,
+        &vm.name,
+        &yaml,
+    )?])
 }
 
 /// `s` as a DNS-1123 label of at most `max` bytes: lowercase, runs of other

@@ -17,7 +17,12 @@ pub const METADATA_NS: &str = "https://example.invalid/v2x/1";
 pub fn write(vm: &OutputVm, opts: &TargetOptions, outdir: &Path) -> Result<Vec<PathBuf>> {
     validate(vm, opts)?;
     let xml = domain_xml(vm, opts);
-    Ok(vec![write_file(outdir, &format!("{}.xml", vm.name), &xml)?])
+    Ok(vec![write_file(
+        outdir,
+        super::TargetKind::Local,
+        &vm.name,
+        &xml,
+    )?])
 }
 
 /// The domain XML of `vm`.

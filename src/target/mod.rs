@@ -31,6 +31,31 @@ pub enum TargetKind {
     Null,
 }
 
+impl TargetKind {
+    /// The target's name as `--target` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Local => "local",
+            TargetKind::Qemu => "qemu",
+            TargetKind::Kubevirt => "kubevirt",
+            TargetKind::Openstack => "openstack",
+            TargetKind::Null => "null",
+        }
+    }
+
+    /// The file this target writes beside the disks of VM `name` (None for `null`).
+    pub fn description_file(self, name: &str) -> Option<String> {
+        let ext = match self {
+            TargetKind::Local => "xml",
+            TargetKind::Qemu => "sh",
+            TargetKind::Kubevirt => "yaml",
+            TargetKind::Openstack => "json",
+            TargetKind::Null => return None,
+        };
+        Some(format!("{name}.{ext}"))
+    }
+}
+
 /// How the guest's disks are attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -291,8 +316,12 @@ pub fn gib_ceil(bytes: u64) -> u64 {
     bytes.div_ceil(1 << 30).max(1)
 }
 
-/// Writes `contents` to `outdir/file_name` (replacing it) and returns the path.
-fn write_file(outdir: &Path, file_name: &str, contents: &str) -> Result<PathBuf> {
+/// Writes `contents` to the description file of target `kind` for VM
+/// `vm_name` in `outdir` (replacing it) and returns the path.
+fn write_file(outdir: &Path, kind: TargetKind, vm_name: &str, contents: &str) -> Result<PathBuf> {
+    let file_name = kind
+        .description_file(vm_name)
+        .ok_or_else(|| Error::invalid(format!("the {} target writes no file", kind.name())))?;
     let path = outdir.join(file_name);
     std::fs::write(&path, contents).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     Ok(path)

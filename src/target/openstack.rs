@@ -73,7 +73,12 @@ pub fn write(vm: &OutputVm, opts: &TargetOptions, outdir: &Path) -> Result<Vec<P
     let mut text = serde_json::to_string_pretty(&set)
         .map_err(|e| Error::invalid(format!("serialising the OpenStack description: {e}")))?;
     text.push('\n');
-    Ok(vec![write_file(outdir, &format!("{}.json", vm.name), &text)?])
+    Ok(vec![write_file(
+        outdir,
+        super::TargetKind::Openstack,
+        &vm.name,
+        &text,
+    )?])
 }
 
 /// The OpenStack `os_distro` for inspection's distro id, if the vocabulary has one.

@@ -37,7 +37,7 @@ pub const OVMF_PAIRS: &[(&str, &str)] = &[
 pub fn write(vm: &OutputVm, opts: &TargetOptions, outdir: &Path) -> Result<Vec<PathBuf>> {
     validate(vm, opts)?;
     let script = script(vm, opts)?;
-    let path = write_file(outdir, &format!("{}.sh", vm.name), &script)?;
+    let path = write_file(outdir, super::TargetKind::Qemu, &vm.name, &script)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| Error::io(format!("making {} executable", path.display()), e))?;
     Ok(vec![path])
