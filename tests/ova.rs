@@ -201,30 +201,25 @@ fn manifest_good_then_one_flipped_digit() {
     manifest::verify(&ova_path, &ova.members, &entries).unwrap();
     // The whole load: the disk is the member, read in place.
     let disk = ova.members.iter().find(|m| m.name == "disk1.vmdk").unwrap();
-    match ova::load(&ova_path, true) {
-        Ok(spec) => {
-            assert_eq!(spec.source_kind, v2x::vm::SourceKind::Ova);
-            assert_eq!((spec.vcpus, spec.memory_mib, spec.disks.len()), (1, 512, 1));
-            assert_eq!(
-                spec.disks[0].location,
-                DiskLocation::Member {
-                    tar: ova_path.clone(),
-                    member: "disk1.vmdk".into(),
-                    offset: disk.offset,
-                    len: disk.len,
-                    gzip: false,
-                }
-            );
-            assert_eq!(spec.disks[0].capacity, Some(DISK_SIZE));
-            assert!(
-                !spec.notes.iter().any(|n| n.contains("manifest")),
-                "{:?}",
-                spec.notes
-            );
+    let spec = ova::load(&ova_path, true).unwrap();
+    assert_eq!(spec.source_kind, v2x::vm::SourceKind::Ova);
+    assert_eq!((spec.vcpus, spec.memory_mib, spec.disks.len()), (1, 512, 1));
+    assert_eq!(
+        spec.disks[0].location,
+        DiskLocation::Member {
+            tar: ova_path.clone(),
+            member: "disk1.vmdk".into(),
+            offset: disk.offset,
+            len: disk.len,
+            gzip: false,
         }
-        // Until the OVF parser is merged, load stops there, after the manifest check.
-        Err(e) => assert!(e.to_string().contains("OVF parsing is not written yet"), "{e}"),
-    }
+    );
+    assert_eq!(spec.disks[0].capacity, Some(DISK_SIZE));
+    assert!(
+        !spec.notes.iter().any(|n| n.contains("manifest")),
+        "{:?}",
+        spec.notes
+    );
 
     let last = good.trim_end().len() - 1;
     let mut bad = good.clone();
@@ -297,14 +292,10 @@ fn gzip_member_round_trips() {
     // The scratch file is anonymous: nothing is left in the directory.
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
     // Through load, the OVF's ovf:compression makes the member a gzip one.
-    match ova::load(&ova_path, false) {
-        Ok(spec) => {
-            assert_eq!(spec.disks[0].location, loc);
-            let img = open_disk(&spec.disks[0], &OpenOptions::default(), Some(work.path())).unwrap();
-            assert_eq!(img.size(), DISK_SIZE);
-        }
-        Err(e) => assert!(e.to_string().contains("OVF parsing is not written yet"), "{e}"),
-    }
+    let spec = ova::load(&ova_path, false).unwrap();
+    assert_eq!(spec.disks[0].location, loc);
+    let img = open_disk(&spec.disks[0], &OpenOptions::default(), Some(work.path())).unwrap();
+    assert_eq!(img.size(), DISK_SIZE);
 }
 
 #[test]
