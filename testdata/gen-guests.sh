@@ -117,16 +117,24 @@ CFG
 # Places partition image $2 at byte offset $3 of disk image $1.
 place() { dd if="$2" of="$1" bs=1M seek=$(( $3 / 1048576 )) conv=notrunc,sparse status=none; }
 
+# An MBR disk image $1 of size $2 holding one ext4 partition at 1 MiB:
+# label-id $3, $4 sectors long, partition flags $5 (", bootable" or ""),
+# filesystem label $6, UUID $7 and hash seed $8, made from tree $9, ${10} big.
+mbr_ext4_disk() {
+    local img=$1 fs
+    fs=$work/$(basename "$1").ext4
+    rm -f "$img"; truncate -s "$2" "$img"
+    printf 'label: dos\nlabel-id: %s\nstart=2048, size=%s, type=83%s\n' "$3" "$4" "$5" | sfdisk -q "$img"
+    mkfs.ext4 -q -F -L "$6" -U "$7" -E hash_seed="$8" -d "$9" "$fs" "${10}"
+    place "$img" "$fs" $((2048 * 512))
+}
+
 # --- MBR + ext4 -----------------------------------------------------------
 r=$work/mbr-root
 debian_tree "$r" bios "/dev/sda1 / ext4 errors=remount-ro 0 1
 proc /proc proc defaults 0 0" mbr-guest /dev/sda1
-img=$out/mbr-ext4.img
-rm -f "$img"; truncate -s 64M "$img"
-printf 'label: dos\nlabel-id: 0x5eed0001\nstart=2048, size=120832, type=83, bootable\n' | sfdisk -q "$img"
-mkfs.ext4 -q -F -L rootfs -U 3f0e2b1a-7c55-4d2e-9a61-0c1d2e3f4a5b -E hash_seed=1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9 \
-    -d "$r" "$work/p1.ext4" 59M
-place "$img" "$work/p1.ext4" $((2048 * 512))
+mbr_ext4_disk "$out/mbr-ext4.img" 64M 0x5eed0001 120832 ", bootable" rootfs \
+    3f0e2b1a-7c55-4d2e-9a61-0c1d2e3f4a5b 1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9 "$r" 59M
 
 # --- GPT + ESP + ext4 -------------------------------------------------------
 ROOT_UUID=8c1f5e2d-4b3a-4f6e-9d8c-7b6a5f4e3d2c
@@ -160,17 +168,9 @@ debian_tree "$r" bios "/dev/sda1 / ext4 errors=remount-ro 0 1
 proc /proc proc defaults 0 0" multi-guest /dev/sda1
 mv "$r/var" "$work/multi-var"
 mkdir "$r/var"
-img=$out/multi-sda.img
-rm -f "$img"; truncate -s 64M "$img"
-printf 'label: dos\nlabel-id: 0x5eed0002\nstart=2048, size=120832, type=83, bootable\n' | sfdisk -q "$img"
-mkfs.ext4 -q -F -L root -U 4a1b2c3d-5e6f-4a7b-8c9d-0e1f2a3b4c5d -E hash_seed=3c4d5e6f-7081-492a-8b4c-c6d7e8f9a0b1 \
-    -d "$r" "$work/m1.ext4" 59M
-place "$img" "$work/m1.ext4" $((2048 * 512))
-img=$out/multi-sdb.img
-rm -f "$img"; truncate -s 40M "$img"
-printf 'label: dos\nlabel-id: 0x5eed0003\nstart=2048, size=79872, type=83\n' | sfdisk -q "$img"
-mkfs.ext4 -q -F -L var -U 5b2c3d4e-6f70-4b8c-9dae-1f2a3b4c5d6e -E hash_seed=4d5e6f70-8192-4a3b-9c5d-d7e8f9a0b1c2 \
-    -d "$work/multi-var" "$work/m2.ext4" 39M
-place "$img" "$work/m2.ext4" $((2048 * 512))
+mbr_ext4_disk "$out/multi-sda.img" 64M 0x5eed0002 120832 ", bootable" root \
+    4a1b2c3d-5e6f-4a7b-8c9d-0e1f2a3b4c5d 3c4d5e6f-7081-492a-8b4c-c6d7e8f9a0b1 "$r" 59M
+mbr_ext4_disk "$out/multi-sdb.img" 40M 0x5eed0003 79872 "" var \
+    5b2c3d4e-6f70-4b8c-9dae-1f2a3b4c5d6e 4d5e6f70-8192-4a3b-9c5d-d7e8f9a0b1c2 "$work/multi-var" 39M
 
 ls -l "$out"/*.img
