@@ -461,7 +461,7 @@ impl ImageWriter for Qcow2Writer {
         let file_size = self.log.end();
         let header = self.header(reftable_offset, reftable_clusters)?;
         self.log.write_at(&header, 0)?;
-        self.log.flush()?;
+        self.log.finish(file_size)?;
         let mut notes = Vec::new();
         if self.geo.virtual_size != self.geo.source_size {
             notes.push(format!(
