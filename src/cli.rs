@@ -203,8 +203,8 @@ pub enum CompressArg {
 /// How the source chain is opened; shared by every subcommand that reads images.
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
-    /// Allow backing files in DIR (repeatable), or anywhere with `any`. By default only
-    /// files in the image's own directory are followed.
+    /// Allow backing files, VMDK extents and VMX disk files in DIR (repeatable), or
+    /// anywhere with `any`. By default only files in the image's own directory are followed.
     #[arg(long, value_name = "DIR|any")]
     pub allow_backing: Vec<String>,
     /// Refuse images that need a backing file.

@@ -409,15 +409,31 @@ fn resolve_firmware(spec: &VmSpec, inspected: Option<Firmware>, r: &Reporter) ->
     }
 }
 
+/// Where the disk file `path` of `spec` is, checked like a VMDK's extents: a
+/// VMX or OVF may only name files in its own directory or one the user
+/// allowed with --allow-backing (a VMX may name any path on the machine).
+fn resolve_disk_file(spec: &VmSpec, path: &Path, args: &ConvertArgs) -> Result<PathBuf> {
+    if spec.source_kind == vm::SourceKind::Disk {
+        return Ok(path.to_path_buf());
+    }
+    let opts = crate::options::open_options(&args.source, args.source_format);
+    let opener = v2x_formats::open::Opener::new(&spec.source_path, &opts)?;
+    let abs = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+    Ok(opener.resolve_part(&spec.source_path, &abs, "disk file")?)
+}
+
 /// Opens every disk of `spec` read-only. Gzip members are unpacked into `unpack`.
 fn open_disks(args: &ConvertArgs, spec: &VmSpec, unpack: &Path) -> Result<Vec<OpenDisk>> {
     let mut out = Vec::with_capacity(spec.disks.len());
     for (i, d) in spec.disks.iter().enumerate() {
         let (label, source): (String, Arc<dyn BlockSource>) = match &d.location {
-            DiskLocation::File { path } => (
-                path.display().to_string(),
-                Arc::from(open_source(path, &args.source, args.source_format)?),
-            ),
+            DiskLocation::File { path } => {
+                let file = resolve_disk_file(spec, path, args)?;
+                (
+                    path.display().to_string(),
+                    Arc::from(open_source(&file, &args.source, args.source_format)?),
+                )
+            }
             DiskLocation::Member { tar, member, .. } => {
                 let label = format!("{}!{member}", tar.display());
                 let opts = crate::options::open_options(&args.source, args.source_format);

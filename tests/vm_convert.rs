@@ -68,8 +68,10 @@ impl Disks {
 /// A VMX for the two-disk guest in `dir`, its disks referenced by absolute path
 /// through symlinks beside it (VMX file names are relative to the VMX).
 fn write_vmx(dir: &Path) -> PathBuf {
+    // Hard links: a symlink leading out of the VMX's directory is refused
+    // without --allow-backing (tests/vmx_paths.rs).
     for d in ["sda", "sdb"] {
-        std::os::unix::fs::symlink(
+        std::fs::hard_link(
             disks().path(&format!("multi-{d}.vmdk")),
             dir.join(format!("multi-{d}.vmdk")),
         )

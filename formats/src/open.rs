@@ -249,24 +249,34 @@ impl Opener {
                 0,
             ));
         }
-        let raw = Path::new(name);
-        let dir = parent_dir(descriptor);
-        let joined = if raw.is_absolute() {
-            raw.to_path_buf()
+        self.resolve_part(descriptor, Path::new(name), "extent")
+    }
+
+    /// Resolves `target`, a file that is part of what `referrer` describes
+    /// (a VMDK extent, a disk of a VMX or OVF), under the rules of
+    /// [`Opener::resolve_extent`]: relative to the referrer's directory,
+    /// canonical, a regular file or block device, and inside the referrer's
+    /// directory or an allowed one unless the policy is
+    /// [`BackingPolicy::Any`]. `role` names the file in errors.
+    pub fn resolve_part(&self, referrer: &Path, target: &Path, role: &str) -> Result<PathBuf> {
+        let name = target.display();
+        let dir = parent_dir(referrer);
+        let joined = if target.is_absolute() {
+            target.to_path_buf()
         } else {
-            dir.join(raw)
+            dir.join(target)
         };
         let canon = joined.canonicalize().map_err(|e| {
             Error::io(
                 format!(
-                    "opening extent '{name}' of {} (looked for {})",
-                    descriptor.display(),
+                    "opening {role} '{name}' of {} (looked for {})",
+                    referrer.display(),
                     joined.display()
                 ),
                 e,
             )
         })?;
-        check_disk_file(&canon, descriptor, "extent", name)?;
+        check_disk_file(&canon, referrer, role, &name.to_string())?;
         if self.opts.backing == BackingPolicy::Any {
             return Ok(canon);
         }
@@ -277,10 +287,14 @@ impl Opener {
             return Ok(canon);
         }
         Err(Error::Denied(format!(
-            "{}: extent '{name}' resolves to {}, outside the descriptor's directory; \
+            "{}: {role} '{name}' resolves to {}, outside {}'s directory; \
              use --allow-backing DIR or --allow-backing any",
-            descriptor.display(),
-            canon.display()
+            referrer.display(),
+            canon.display(),
+            referrer
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         )))
     }
 }

@@ -49,7 +49,7 @@ complete -c v2x -n "__fish_v2x_using_subcommand convert" -s c -l compress -d 'Co
 zstd\t'Zstandard; needs qemu 5.1 or later to read'"
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s j -l threads -d 'Worker threads for reading and compressing (default: number of CPUs)' -r
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l root -d 'Which operating system to convert when the disks hold several: `first` (the best-ranked root, the default) or the root\'s volume (sda2, /dev/sda2, vg/root, /dev/mapper/vg-root). v2x never prompts' -r
-complete -c v2x -n "__fish_v2x_using_subcommand convert" -l allow-backing -d 'Allow backing files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
+complete -c v2x -n "__fish_v2x_using_subcommand convert" -l allow-backing -d 'Allow backing files, VMDK extents and VMX disk files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -l max-chain-depth -d 'Deepest backing chain to follow' -r
 complete -c v2x -n "__fish_v2x_using_subcommand convert" -s t -l target -d 'Write a whole VM for this platform into the OUTPUT directory: `local` (libvirt domain XML), `qemu` (a shell script), `kubevirt` (VirtualMachine YAML), `openstack` (glance image properties), `null` (convert, then discard). Default: `local` for OVA/OVF/VMX sources; none (one disk image) otherwise' -r -f -a "local\t'Disks plus a libvirt domain XML (NAME.xml)'
 qemu\t'Disks plus an executable qemu-system-x86_64 script (NAME.sh)'
@@ -83,7 +83,7 @@ vpc\t'VHD (Virtual PC, Hyper-V gen 1, Azure, XenServer)'
 vhdx\t'VHDX (Hyper-V)'
 vdi\t'VirtualBox VDI'
 vmdk\t'VMDK: descriptor, hosted sparse, streamOptimized, flat, vmfsSparse or seSparse'"
-complete -c v2x -n "__fish_v2x_using_subcommand info" -l allow-backing -d 'Allow backing files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
+complete -c v2x -n "__fish_v2x_using_subcommand info" -l allow-backing -d 'Allow backing files, VMDK extents and VMX disk files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
 complete -c v2x -n "__fish_v2x_using_subcommand info" -l max-chain-depth -d 'Deepest backing chain to follow' -r
 complete -c v2x -n "__fish_v2x_using_subcommand info" -l json -d 'Print JSON instead of text'
 complete -c v2x -n "__fish_v2x_using_subcommand info" -l map -d 'Also walk the allocation map and report allocated bytes per kind'
@@ -102,7 +102,7 @@ vpc\t'VHD (Virtual PC, Hyper-V gen 1, Azure, XenServer)'
 vhdx\t'VHDX (Hyper-V)'
 vdi\t'VirtualBox VDI'
 vmdk\t'VMDK: descriptor, hosted sparse, streamOptimized, flat, vmfsSparse or seSparse'"
-complete -c v2x -n "__fish_v2x_using_subcommand compare" -l allow-backing -d 'Allow backing files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
+complete -c v2x -n "__fish_v2x_using_subcommand compare" -l allow-backing -d 'Allow backing files, VMDK extents and VMX disk files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
 complete -c v2x -n "__fish_v2x_using_subcommand compare" -l max-chain-depth -d 'Deepest backing chain to follow' -r
 complete -c v2x -n "__fish_v2x_using_subcommand compare" -s s -l strict -d 'Strict: images of different sizes differ, even if the extra part reads as zero'
 complete -c v2x -n "__fish_v2x_using_subcommand compare" -s q -l quiet -d 'Print nothing; only the exit status tells'
@@ -115,7 +115,7 @@ vpc\t'VHD (Virtual PC, Hyper-V gen 1, Azure, XenServer)'
 vhdx\t'VHDX (Hyper-V)'
 vdi\t'VirtualBox VDI'
 vmdk\t'VMDK: descriptor, hosted sparse, streamOptimized, flat, vmfsSparse or seSparse'"
-complete -c v2x -n "__fish_v2x_using_subcommand inspect" -l allow-backing -d 'Allow backing files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
+complete -c v2x -n "__fish_v2x_using_subcommand inspect" -l allow-backing -d 'Allow backing files, VMDK extents and VMX disk files in DIR (repeatable), or anywhere with `any`. By default only files in the image\'s own directory are followed' -r
 complete -c v2x -n "__fish_v2x_using_subcommand inspect" -l max-chain-depth -d 'Deepest backing chain to follow' -r
 complete -c v2x -n "__fish_v2x_using_subcommand inspect" -l json -d 'Print the report as JSON (schema in the man page)'
 complete -c v2x -n "__fish_v2x_using_subcommand inspect" -l no-backing -d 'Refuse images that need a backing file'

@@ -34,7 +34,7 @@ mod files;
 mod values;
 
 use files::percent_decode;
-pub use files::{contained_path, read_capped, read_descriptor};
+pub use files::{contained_path, has_scheme, read_capped, read_descriptor};
 use values::{byte_offset, format_hint, host_resource, parse_u64, property_ref, unit_bytes};
 
 /// CIM resource types (`rasd:ResourceType`) the parser acts on.

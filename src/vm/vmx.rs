@@ -7,13 +7,13 @@
 //! controller, then unit. That puts `scsi0:0` (the disk VMware's wizards
 //! create first and boot from) first on ordinary machines.
 
-use super::ovf::{contained_path, read_descriptor};
+use super::ovf::{has_scheme, read_descriptor};
 use super::{
     file_stem_name, normalize_mac, DiskLocation, Firmware, SourceKind, VmDisk, VmNic, VmSpec,
     DEFAULT_MEMORY_MIB, MAX_DISKS, MAX_MEMORY_MIB, MAX_NICS, MAX_VCPUS,
 };
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use v2x_formats::error::check_limit;
 use v2x_formats::{Error, Result};
 
@@ -26,6 +26,13 @@ const MAX_DEVICE_INDEX: u32 = 255;
 const BUSES: [&str; 4] = ["scsi", "sata", "nvme", "ide"];
 
 /// Reads the VMX at `path`; disk descriptors are resolved in its directory.
+///
+/// A VMX written on ESXi names disks on other datastores by absolute path
+/// (`/vmfs/volumes/...`), and one written by Workstation on Windows by drive
+/// path (`D:\VMs\...`). When such a file does not exist here but a file of
+/// the same name lies beside the VMX (the VM's folder was copied), that one
+/// is used, with a note. Whether a disk file may be read at all (inside the
+/// VMX's directory, or one the user allowed) is decided when it is opened.
 pub fn load(path: &Path) -> Result<VmSpec> {
     let bytes = read_descriptor(path)?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
@@ -36,16 +43,92 @@ pub fn load(path: &Path) -> Result<VmSpec> {
     })?;
     let mut spec = parse(text, path).map_err(|e| e.context_msg(&path.display().to_string()))?;
     let dir = path.parent().unwrap_or(Path::new(""));
+    let mut notes = Vec::new();
     for d in &mut spec.disks {
-        if let DiskLocation::File { path: p } = &mut d.location {
+        let DiskLocation::File { path: p } = &mut d.location else {
+            continue;
+        };
+        let Some(name) = p.to_str().map(str::to_owned) else {
             *p = dir.join(&*p);
+            continue;
+        };
+        let foreign = drive_path(&name);
+        if !foreign && !p.is_absolute() {
+            *p = dir.join(&*p);
+            continue;
+        }
+        let missing =
+            foreign || matches!(p.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        let beside = name
+            .rsplit(['/', '\\'])
+            .next()
+            .filter(|b| !b.is_empty() && *b != "..")
+            .map(|b| dir.join(b));
+        match beside {
+            Some(b) if missing && b.symlink_metadata().is_ok() => {
+                notes.push(format!(
+                    "disk file '{name}' is not on this machine; using {} beside the VMX",
+                    b.display()
+                ));
+                *p = b;
+            }
+            _ if foreign => {
+                return Err(Error::io(
+                    format!("{}: disk file '{name}'", path.display()),
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "a Windows path, and no file of that name is beside the VMX",
+                    ),
+                ))
+            }
+            _ => {}
         }
     }
+    spec.notes.extend(notes);
     Ok(spec)
 }
 
-/// Parses VMX text. Disk paths are left relative to the VMX's directory
-/// (checked not to escape it); [`load`] joins them to it.
+/// True for `C:\...` and `C:/...`: a Windows drive path.
+fn drive_path(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && matches!(b[2], b'\\' | b'/')
+}
+
+/// A disk's `fileName` as a path: relative (to the VMX's directory; `\` and
+/// `/` both separate), absolute, or a Windows drive path kept as written for
+/// [`load`]. URLs and NUL bytes are refused.
+fn disk_path(name: &str) -> Result<PathBuf> {
+    if name.contains('\0') {
+        return Err(Error::Denied(format!(
+            "disk file name '{}' holds a NUL byte",
+            clip(name)
+        )));
+    }
+    if drive_path(name) {
+        return Ok(PathBuf::from(name));
+    }
+    if name.contains("://") || has_scheme(name) {
+        return Err(Error::Denied(format!(
+            "disk file name '{}' is a URL; only local files are read",
+            clip(name)
+        )));
+    }
+    let mut out = PathBuf::from(if name.starts_with(['/', '\\']) { "/" } else { "" });
+    out.extend(
+        name.split(['/', '\\'])
+            .filter(|part| !part.is_empty() && *part != "."),
+    );
+    if out.file_name().is_none() {
+        return Err(Error::corrupt(
+            format!("disk file name '{}' names no file", clip(name)),
+            0,
+        ));
+    }
+    Ok(out)
+}
+
+/// Parses VMX text. Disk paths are kept as written (relative ones to be
+/// joined to the VMX's directory by [`load`]); only URLs are refused here.
 pub fn parse(text: &str, source_path: &Path) -> Result<VmSpec> {
     let vmx = Vmx::parse(text)?;
     let mut notes = Vec::new();
@@ -192,7 +275,7 @@ fn disks(vmx: &Vmx, notes: &mut Vec<String>) -> Result<Vec<VmDisk>> {
             notes.push(format!("disk {name} names no file; skipped"));
             continue;
         };
-        let path = contained_path(file).map_err(|e| e.context_msg(&format!("{name}.fileName")))?;
+        let path = disk_path(file).map_err(|e| e.context_msg(&format!("{name}.fileName")))?;
         let format_hint = path
             .extension()
             .and_then(|e| e.to_str())
@@ -423,16 +506,31 @@ mod tests {
     }
 
     #[test]
-    fn file_name_escapes_refused() {
-        for f in [
-            "../x.vmdk",
-            "/vmfs/volumes/ds/x.vmdk",
-            "a/../../x.vmdk",
-            "C:\\x.vmdk",
-            "|2E|2E/x.vmdk",
-        ] {
+    fn file_names_kept_for_load_and_urls_refused() {
+        let path = |f: &str| {
             let t = format!("scsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"{f}\"\n");
-            assert_eq!(kind(&t), "denied", "{f}");
+            match parse(&t, Path::new("t.vmx")).map(|s| s.disks[0].location.clone()) {
+                Ok(DiskLocation::File { path }) => Ok(path),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.kind_name()),
+            }
+        };
+        // Where these may be read from is decided when the disk is opened.
+        assert_eq!(path("../x.vmdk"), Ok(PathBuf::from("../x.vmdk")));
+        assert_eq!(path("a/../../x.vmdk"), Ok(PathBuf::from("a/../../x.vmdk")));
+        assert_eq!(path("sub\\x.vmdk"), Ok(PathBuf::from("sub/x.vmdk")));
+        assert_eq!(path("./x.vmdk"), Ok(PathBuf::from("x.vmdk")));
+        assert_eq!(
+            path("/vmfs/volumes/ds/x.vmdk"),
+            Ok(PathBuf::from("/vmfs/volumes/ds/x.vmdk"))
+        );
+        assert_eq!(path("C:\\VMs\\x.vmdk"), Ok(PathBuf::from("C:\\VMs\\x.vmdk")));
+        assert_eq!(path("|2E|2E/x.vmdk"), Ok(PathBuf::from("../x.vmdk")));
+        for f in ["http://h/x.vmdk", "file:x.vmdk", "vmfs:x", "x|00.vmdk"] {
+            assert_eq!(path(f), Err("denied"), "{f}");
+        }
+        for f in ["..", "/", "a/.."] {
+            assert_eq!(path(f), Err("corrupt"), "{f}");
         }
     }
 

@@ -58,7 +58,7 @@ pub fn contained_path(name: &str) -> Result<PathBuf> {
 }
 
 /// True for `http:`, `file:`, `C:` and other `scheme:` prefixes.
-fn has_scheme(s: &str) -> bool {
+pub fn has_scheme(s: &str) -> bool {
     match s.split_once(':') {
         Some((scheme, _)) => {
             let mut chars = scheme.chars();
