@@ -107,34 +107,8 @@ fn assert_changes_within(src: &Path, out: &Path, areas: &[(u64, u64)]) {
 
 fn boot(image: &Path, format: &str, firmware: &str, log: &Path) -> (bool, String, String) {
     let out = common::boot_test(image, format, "virtio", firmware, Some(log));
-    let console = strip_ansi(&String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()));
+    let console = common::strip_ansi(&String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()));
     (out.status.success(), output_text(&out), console)
-}
-
-/// The serial console carries colour and cursor escapes (`ESC [ ... letter`)
-/// between words systemd prints; assertions read the plain text.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// systemd shortens long unit names on the status line, so the unit is
-/// recognised by its full name (kernel log) or its description.
-fn firstboot_started(console: &str) -> bool {
-    console.contains("v2x-firstboot.service") || console.contains("v2x first-boot scripts")
 }
 
 #[test]
@@ -220,7 +194,7 @@ fn converted_lvm_dracut_guest_boots_on_virtio() {
         "/boot was not mounted:\n{console}"
     );
     assert!(
-        firstboot_started(&console),
+        common::firstboot_started(&console),
         "first-boot unit did not start:\n{console}"
     );
 }
@@ -305,7 +279,7 @@ fn converted_uefi_guest_boots_on_virtio_with_empty_nvram() {
         "the converted network configuration did not bring the virtio NIC up (no DHCP request)"
     );
     assert!(
-        firstboot_started(&console),
+        common::firstboot_started(&console),
         "first-boot unit did not start:\n{console}"
     );
 }

@@ -495,3 +495,29 @@ pub fn check_vm_golden(
         }
     }
 }
+
+/// The serial console carries colour and cursor escapes (`ESC [ ... letter`)
+/// between words systemd prints; assertions read the plain text.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// systemd shortens long unit names on the status line, so the unit is
+/// recognised by its full name (kernel log) or its description.
+pub fn firstboot_started(console: &str) -> bool {
+    console.contains("v2x-firstboot.service") || console.contains("v2x first-boot scripts")
+}
