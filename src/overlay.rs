@@ -155,6 +155,11 @@ impl BlockSource for Overlay {
         self.base.size()
     }
 
+    /// Edited blocks are in memory or the spill file; the hint goes to the base.
+    fn prefetch(&self, offset: u64, len: u64) {
+        self.base.prefetch(offset, len);
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_range(self.size(), offset, buf.len() as u64)?;
         if buf.is_empty() {

@@ -67,6 +67,15 @@ pub trait BlockSource: Send + Sync {
     /// Describes the image for `v2x info`.
     fn info(&self) -> ImageInfo;
 
+    /// A hint that guest bytes `[offset, offset + len)` will be read soon:
+    /// sources backed by files ask the kernel to start reading them
+    /// (`POSIX_FADV_WILLNEED`), so a copy keeps many reads in flight on
+    /// cold storage while its workers handle the bytes already read. Never
+    /// fails and never waits for the data; the default does nothing.
+    fn prefetch(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
+
     /// Writes guest bytes at `offset`. Image readers never write (sources
     /// are opened read-only) and refuse; only a copy-on-write layer over a
     /// source (v2x's overlay) and views of one (partitions, logical
@@ -200,6 +209,9 @@ impl<T: BlockSource + ?Sized> BlockSource for Box<T> {
     fn write_through(&self, offset: u64, data: &[u8]) -> Result<()> {
         (**self).write_through(offset, data)
     }
+    fn prefetch(&self, offset: u64, len: u64) {
+        (**self).prefetch(offset, len)
+    }
 }
 
 impl<T: BlockSource + ?Sized> BlockSource for std::sync::Arc<T> {
@@ -217,6 +229,9 @@ impl<T: BlockSource + ?Sized> BlockSource for std::sync::Arc<T> {
     }
     fn write_through(&self, offset: u64, data: &[u8]) -> Result<()> {
         (**self).write_through(offset, data)
+    }
+    fn prefetch(&self, offset: u64, len: u64) {
+        (**self).prefetch(offset, len)
     }
 }
 
@@ -277,6 +292,12 @@ impl BlockSource for SubRange {
     fn write_through(&self, offset: u64, data: &[u8]) -> Result<()> {
         check_range(self.len, offset, data.len() as u64)?;
         self.inner.write_through(self.offset + offset, data)
+    }
+    fn prefetch(&self, offset: u64, len: u64) {
+        let len = len.min(self.len.saturating_sub(offset));
+        if len > 0 {
+            self.inner.prefetch(self.offset + offset, len);
+        }
     }
 }
 

@@ -98,6 +98,24 @@ impl HostFile {
         &self.path
     }
 
+    /// Asks the kernel to start reading `[offset, offset + len)` (clipped to
+    /// the file) into the page cache; see [`crate::BlockSource::prefetch`].
+    /// Errors are ignored: this is only a hint.
+    pub fn prefetch(&self, offset: u64, len: u64) {
+        let len = len.min(self.len.saturating_sub(offset));
+        if len == 0 {
+            return;
+        }
+        let (file, at) = match &self.backing {
+            Backing::File(f) => (f, Some(offset)),
+            Backing::Range { file, base } => (file, base.checked_add(offset)),
+            Backing::Memory(_) => return,
+        };
+        if let (Some(at), Some(len)) = (at, std::num::NonZeroU64::new(len)) {
+            let _ = rustix::fs::fadvise(file, at, Some(len), rustix::fs::Advice::WillNeed);
+        }
+    }
+
     /// The underlying file, for `SEEK_DATA` queries; None when backed by
     /// memory or when this is a range of a larger file (whose holes and
     /// offsets are not this file's).

@@ -269,6 +269,44 @@ impl BlockSource for Qcow2Image {
         flush(&mut run, buf)
     }
 
+    /// Data and compressed clusters are prefetched from the file (host-
+    /// contiguous ones as one range), unallocated ones from the backing file.
+    fn prefetch(&self, offset: u64, len: u64) {
+        if check_range(self.header.size, offset, len).is_err() {
+            return;
+        }
+        let mut host_run: Option<(u64, u64)> = None;
+        let _ = self.map.walk(offset, offset + len, &mut |p| {
+            let (at, n) = match p.mapping {
+                Mapping::Data { host_offset } => (host_offset, p.len),
+                Mapping::Compressed { host_offset, len } => (host_offset, len),
+                Mapping::Unallocated => {
+                    if let Some(b) = &self.backing {
+                        b.prefetch(p.start, p.len.min(b.size().saturating_sub(p.start)));
+                    }
+                    return Ok(());
+                }
+                Mapping::Zero => return Ok(()),
+            };
+            match &mut host_run {
+                // Contiguous, or overlapping (a compressed cluster often
+                // shares a sector with the one before): extend the range.
+                Some((s, l)) if at >= *s && at <= s.saturating_add(*l) => {
+                    *l = (*l).max(at.saturating_add(n) - *s)
+                }
+                _ => {
+                    if let Some((s, l)) = host_run.replace((at, n)) {
+                        self.data().prefetch(s, l);
+                    }
+                }
+            }
+            Ok(())
+        });
+        if let Some((s, l)) = host_run {
+            self.data().prefetch(s, l);
+        }
+    }
+
     fn map(&self, start: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(self.header.size, start, len)?;
         let mut list = ExtentList::new();

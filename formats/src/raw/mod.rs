@@ -66,6 +66,13 @@ impl BlockSource for RawImage {
         self.file.read_exact_at(self.base + offset, buf)
     }
 
+    fn prefetch(&self, offset: u64, len: u64) {
+        let len = len.min(self.size.saturating_sub(offset));
+        if let Some(at) = self.base.checked_add(offset) {
+            self.file.prefetch(at, len);
+        }
+    }
+
     fn map(&self, start: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(self.size, start, len)?;
         let end = start + len;

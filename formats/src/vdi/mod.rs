@@ -13,7 +13,7 @@ pub use map::MAX_BLOCKS;
 use crate::block::{check_range, BlockSource, Extent, ImageInfo};
 use crate::error::Result;
 use crate::file::HostFile;
-use crate::vhd::runs::{map_runs, read_runs};
+use crate::vhd::runs::{map_runs, prefetch_runs, read_runs};
 use header::{Header, ImageType, HEADER_LEN};
 use map::BlockMap;
 
@@ -49,6 +49,12 @@ impl BlockSource for VdiImage {
     fn map(&self, start: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(self.size(), start, len)?;
         map_runs(None, self.map.runs(start, len).runs())
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        if check_range(self.size(), offset, len).is_ok() {
+            prefetch_runs(&self.file, None, self.map.runs(offset, len).runs());
+        }
     }
 
     fn info(&self) -> ImageInfo {

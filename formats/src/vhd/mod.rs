@@ -37,7 +37,7 @@ use crate::file::HostFile;
 use crate::open::Opener;
 use header::{Footer, DYN_HEADER_LEN, FOOTER_LEN};
 use map::Bat;
-use runs::{map_runs, read_runs, RunList, Source};
+use runs::{map_runs, prefetch_runs, read_runs, RunList, Source};
 use std::path::{Path, PathBuf};
 
 /// Largest guest size we accept (the format itself stops near 2 TiB).
@@ -301,6 +301,14 @@ impl BlockSource for VhdImage {
         check_range(self.size(), start, len)?;
         let runs = self.runs(start, len)?;
         map_runs(self.parent.as_deref(), runs.runs())
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        if check_range(self.size(), offset, len).is_ok() {
+            if let Ok(runs) = self.runs(offset, len) {
+                prefetch_runs(&self.file, self.parent.as_deref(), runs.runs());
+            }
+        }
     }
 
     fn info(&self) -> ImageInfo {

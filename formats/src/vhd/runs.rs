@@ -68,6 +68,11 @@ pub(crate) trait ReadAt: Send + Sync {
     /// Length of the file in bytes.
     fn len(&self) -> u64;
 
+    /// Hint: bytes `[offset, offset + len)` will be read soon (default: ignored).
+    fn prefetch(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
+
     /// Reads a table of `len` bytes at `offset`, checking that it lies in
     /// the file *before* allocating, so a lying header cannot make us
     /// allocate up to a cap for a tiny file.
@@ -93,6 +98,10 @@ impl ReadAt for HostFile {
 
     fn len(&self) -> u64 {
         HostFile::len(self)
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        HostFile::prefetch(self, offset, len)
     }
 }
 
@@ -154,6 +163,33 @@ impl RunList {
     /// The runs, in guest order.
     pub fn runs(&self) -> &[Run] {
         &self.runs
+    }
+}
+
+/// Passes a prefetch hint for `runs` on to the file (stored runs, contiguous
+/// ones as one range) and the parent.
+pub(crate) fn prefetch_runs(file: &dyn ReadAt, parent: Option<&dyn BlockSource>, runs: &[Run]) {
+    let mut pending: Option<(u64, u64)> = None;
+    for r in runs {
+        match r.source {
+            Source::Stored(at) => match &mut pending {
+                Some((s, l)) if *s + *l == at => *l += r.len,
+                _ => {
+                    if let Some((s, l)) = pending.replace((at, r.len)) {
+                        file.prefetch(s, l);
+                    }
+                }
+            },
+            Source::Parent => {
+                if let Some(p) = parent {
+                    p.prefetch(r.start, r.len.min(p.size().saturating_sub(r.start)));
+                }
+            }
+            Source::Zero | Source::Unallocated => {}
+        }
+    }
+    if let Some((s, l)) = pending {
+        file.prefetch(s, l);
     }
 }
 

@@ -105,6 +105,12 @@ impl ReadAt for LoggedFile {
         self.len
     }
 
+    /// Replayed log patches are in memory; the hint goes to the host file.
+    fn prefetch(&self, offset: u64, len: u64) {
+        self.file
+            .prefetch(offset, len.min(self.len.saturating_sub(offset)));
+    }
+
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let end = offset
             .checked_add(buf.len() as u64)

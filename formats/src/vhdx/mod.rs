@@ -22,7 +22,7 @@ use crate::detect::Format;
 use crate::error::{Error, Result};
 use crate::file::HostFile;
 use crate::open::Opener;
-use crate::vhd::runs::{map_runs, read_runs, ReadAt};
+use crate::vhd::runs::{map_runs, prefetch_runs, read_runs, ReadAt};
 use header::{fmt_guid, Metadata};
 use log::LoggedFile;
 use map::Bat;
@@ -164,6 +164,14 @@ impl BlockSource for VhdxImage {
         check_range(self.size(), start, len)?;
         let runs = self.bat.runs(&self.file, start, len)?;
         map_runs(self.parent.as_deref(), runs.runs())
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        if check_range(self.size(), offset, len).is_ok() {
+            if let Ok(runs) = self.bat.runs(&self.file, offset, len) {
+                prefetch_runs(&self.file, self.parent.as_deref(), runs.runs());
+            }
+        }
     }
 
     fn info(&self) -> ImageInfo {
