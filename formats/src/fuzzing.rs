@@ -32,11 +32,13 @@ pub fn exercise_bytes(format: Format, data: &[u8]) -> bool {
     }
 }
 
-/// Maps the first part of `src` and reads what the map calls data.
+/// Maps the first part of `src`, prefetches it, and reads what the map calls data.
 pub fn exercise_source(src: &dyn BlockSource) {
     let _ = src.info();
     let len = src.size().min(1 << 30);
     let Ok(map) = src.map(0, len) else { return };
+    // Walks the same tables as the map; must not panic whatever they say.
+    src.prefetch(0, len);
     let mut budget = MAX_FUZZ_READ;
     let mut buf = vec![0u8; 65536];
     for e in map {

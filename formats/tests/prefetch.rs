@@ -82,6 +82,8 @@ fn prefetch_brings_the_stored_data_into_the_page_cache() {
         ("disk.vhd", "vpc", "subformat=dynamic"),
         ("disk.vhdx", "vhdx", "subformat=dynamic"),
         ("disk.vdi", "vdi", "static=off"),
+        ("disk.vmdk", "vmdk", "subformat=monolithicSparse"),
+        ("stream.vmdk", "vmdk", "subformat=streamOptimized"),
     ] {
         let out = dir.path().join(name);
         common::qemu_img(&[
@@ -113,7 +115,9 @@ fn prefetch_brings_the_stored_data_into_the_page_cache() {
         src.prefetch(2 * MIB, 4 * MIB);
         // (Less a little: a page or two of the data may share a page with
         // metadata the open already read.)
-        let want = 4 * MIB - 64 * 1024;
+        // (A streamOptimized file may hold the data compressed: then all of it.)
+        let file_len = std::fs::metadata(img).unwrap().len();
+        let want = (4 * MIB).min(file_len - before) - 64 * 1024;
         let after = resident_at_least(img, before + idle + want);
         assert!(
             after - before - idle >= want,

@@ -367,6 +367,38 @@ impl BlockSource for VmdkImage {
         Ok(())
     }
 
+    /// Flat and hosted-sparse extents pass the hint to their files (ESXi
+    /// seSparse extents do not), grains this layer lacks to the parent.
+    fn prefetch(&self, offset: u64, len: u64) {
+        if check_range(self.size, offset, len).is_err() {
+            return;
+        }
+        let end = offset + len;
+        for p in self.overlapping(offset, end) {
+            let s = offset.max(p.start);
+            let e = end.min(p.start + p.len);
+            let rel = s - p.start;
+            match &p.store {
+                Store::Zero | Store::SeSparse(_) => {}
+                Store::Flat(r) => r.prefetch(rel, e - s),
+                Store::Sparse(x) => {
+                    let mut holes = Vec::new();
+                    x.prefetch(rel, e - s, &mut holes);
+                    let inside = x.capacity().saturating_sub(rel).min(e - s);
+                    if inside < e - s {
+                        holes.push((rel + inside, e - s - inside));
+                    }
+                    if let Some(parent) = &self.parent {
+                        for (h, n) in holes {
+                            let g = p.start + h;
+                            parent.prefetch(g, n.min(parent.size().saturating_sub(g)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn map(&self, start: u64, len: u64) -> Result<Vec<Extent>> {
         check_range(self.size, start, len)?;
         let end = start + len;

@@ -212,6 +212,57 @@ impl SparseExtent {
         Ok(())
     }
 
+    /// Passes a prefetch hint for extent bytes `[off, off + len)` to the
+    /// file: stored grains, those that follow each other in the file as one
+    /// range (a compressed grain counts as its longest possible stream, so
+    /// back-to-back ones merge). Unallocated ranges, as (extent offset,
+    /// length), go to `holes` for a parent. A table that cannot be read ends
+    /// the hint; reading the data reports it.
+    pub fn prefetch(&self, off: u64, len: u64, holes: &mut Vec<(u64, u64)>) {
+        let grain = self.map.grain;
+        let end = off.saturating_add(len).min(self.capacity());
+        let mut run: Option<(u64, u64)> = None;
+        let mut pos = off;
+        while pos < end {
+            let g = pos / grain;
+            let Ok((loc, span)) = self
+                .map
+                .lookup_span(&self.file, g, (end - pos).div_ceil(grain) + 1)
+            else {
+                break;
+            };
+            let run_end = g.saturating_add(span).saturating_mul(grain).min(end);
+            if run_end <= pos {
+                break;
+            }
+            let stored = match loc {
+                GrainLoc::Plain(at) => Some((at.saturating_add(pos % grain), run_end - pos)),
+                GrainLoc::Compressed(at) => Some((at, max_compressed_len(grain))),
+                GrainLoc::Unallocated => {
+                    holes.push((pos, run_end - pos));
+                    None
+                }
+                GrainLoc::Zero => None,
+            };
+            if let Some((at, n)) = stored {
+                match &mut run {
+                    Some((s, l)) if at >= *s && at <= s.saturating_add(*l) => {
+                        *l = (*l).max(at.saturating_add(n) - *s)
+                    }
+                    _ => {
+                        if let Some((s, l)) = run.replace((at, n)) {
+                            self.file.prefetch(s, l);
+                        }
+                    }
+                }
+            }
+            pos = run_end;
+        }
+        if let Some((s, l)) = run {
+            self.file.prefetch(s, l);
+        }
+    }
+
     /// Reads `buf` at extent offset `off`. Unallocated ranges are zeroed
     /// and reported in `holes` as (buffer offset, length) for a parent to fill.
     pub fn read(&self, off: u64, buf: &mut [u8], holes: &mut Vec<(usize, usize)>) -> Result<()> {
