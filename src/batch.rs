@@ -84,14 +84,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<Entry>> {
         Some(Value::Array(a)) if !a.is_empty() => a,
         _ => return Err(v2x_formats::Error::invalid("the manifest lists no [[vm]] tables").into()),
     };
-    if vms.len() > MAX_VMS {
-        return Err(v2x_formats::Error::LimitExceeded {
-            what: "VMs in a batch manifest",
-            value: vms.len() as u64,
-            max: MAX_VMS as u64,
-        }
-        .into());
-    }
+    v2x_formats::error::check_limit("VMs in a batch manifest", vms.len() as u64, MAX_VMS as u64)?;
     Ok(vms
         .iter()
         .enumerate()

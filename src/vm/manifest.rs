@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha512};
 use std::path::Path;
+use v2x_formats::error::check_limit;
 use v2x_formats::file::HostFile;
 use v2x_formats::{Error, Result};
 
@@ -107,13 +108,11 @@ pub fn parse(text: &str) -> Result<Vec<ManifestEntry>> {
                 algo.name()
             )));
         }
-        if out.len() >= MAX_MANIFEST_ENTRIES {
-            return Err(Error::LimitExceeded {
-                what: "manifest entries",
-                value: out.len() as u64 + 1,
-                max: MAX_MANIFEST_ENTRIES as u64,
-            });
-        }
+        check_limit(
+            "manifest entries",
+            out.len() as u64 + 1,
+            MAX_MANIFEST_ENTRIES as u64,
+        )?;
         out.push(ManifestEntry {
             algo,
             name: name.to_string(),

@@ -150,13 +150,7 @@ pub fn walk(file: &HostFile) -> Result<Vec<TarMember>> {
                     b'1' | b'2' => MemberKind::Link,
                     _ => MemberKind::Other,
                 };
-                if members.len() >= MAX_TAR_MEMBERS {
-                    return Err(Error::LimitExceeded {
-                        what: "tar members",
-                        value: members.len() as u64 + 1,
-                        max: MAX_TAR_MEMBERS as u64,
-                    });
-                }
+                check_limit("tar members", members.len() as u64 + 1, MAX_TAR_MEMBERS as u64)?;
                 members.push(TarMember {
                     name,
                     kind,
@@ -329,13 +323,7 @@ fn text(b: &[u8], what: &str, at: u64) -> Result<String> {
 /// Normalises a member name and refuses one that escapes the archive:
 /// absolute, or with a `..` component (`\` counts as a separator too).
 pub fn clean_name(raw: &str, at: u64) -> Result<String> {
-    if raw.len() > MAX_MEMBER_NAME {
-        return Err(Error::LimitExceeded {
-            what: "tar member name length",
-            value: raw.len() as u64,
-            max: MAX_MEMBER_NAME as u64,
-        });
-    }
+    check_limit("tar member name length", raw.len() as u64, MAX_MEMBER_NAME as u64)?;
     if escapes(raw) {
         return Err(Error::Denied(format!(
             "tar member '{}' (header at {at:#x}) has a path that escapes the archive",
