@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{qemu_raw, scratch, sha256_file, tool_ok};
+use common::{qemu_convert, qemu_raw, scratch, sha256_file, tool_ok};
 use sha2::Digest;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -32,13 +32,6 @@ fn make_raw(dir: &Path) -> PathBuf {
 }
 
 /// `qemu-img convert` of `src` into `out` as `fmt` with `-o opts`.
-fn convert(src: &Path, out: &Path, fmt: &str, opts: &[&str]) {
-    let mut args = vec!["convert", "-O", fmt];
-    args.extend_from_slice(opts);
-    args.extend([src.to_str().unwrap(), out.to_str().unwrap()]);
-    tool_ok("qemu-img", &args);
-}
-
 /// A small OVF 1.x: one VirtualSystem with one CPU, 512 MiB and one disk,
 /// whose file is `href`.
 fn minimal_ovf(href: &str) -> String {
@@ -148,7 +141,7 @@ fn stream_optimized_member_reads_in_place_ustar_pax_gnu() {
     let d = scratch("ova-formats");
     let raw = make_raw(d.path());
     let vmdk = d.path().join("disk1.vmdk");
-    convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
+    qemu_convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
     let oracle = d.path().join("oracle.raw");
     qemu_raw(&vmdk, &oracle);
     let want = sha256_file(&oracle);
@@ -176,7 +169,7 @@ fn stream_optimized_member_reads_in_place_ustar_pax_gnu() {
     }
     // Other formats work as members too.
     let qcow2 = d.path().join("disk2.qcow2");
-    convert(&raw, &qcow2, "qcow2", &[]);
+    qemu_convert(&raw, &qcow2, "qcow2", &[]);
     let ova = tar(d.path(), "q.ova", "ustar", &["vm.ovf", "disk2.qcow2"]);
     assert_member_matches(&ova, "disk2.qcow2", &sha256_file(&raw));
 }
@@ -186,7 +179,7 @@ fn manifest_good_then_one_flipped_digit() {
     let d = scratch("ova-mf");
     let raw = make_raw(d.path());
     let vmdk = d.path().join("disk1.vmdk");
-    convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
+    qemu_convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
     std::fs::write(d.path().join("vm.ovf"), minimal_ovf("disk1.vmdk")).unwrap();
     let good = format!(
         "SHA1(vm.ovf)= {}\nSHA256(disk1.vmdk)= {}\n",
@@ -278,7 +271,7 @@ fn gzip_member_round_trips() {
     let d = scratch("ova-gzip");
     let raw = make_raw(d.path());
     let vmdk = d.path().join("disk1.vmdk");
-    convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
+    qemu_convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
     tool_ok("gzip", &["-k", vmdk.to_str().unwrap()]);
     let ovf =
         minimal_ovf("disk1.vmdk.gz").replace(r#"ovf:id="file1""#, r#"ovf:id="file1" ovf:compression="gzip""#);

@@ -34,21 +34,8 @@ fn disks() -> &'static Disks {
                     ("streamOptimized", format!("stream-{d}.vmdk")),
                 ] {
                     let out = tmp.path().join(name);
-                    tool_ok(
-                        "qemu-img",
-                        &[
-                            "convert",
-                            "-q",
-                            "-f",
-                            "raw",
-                            "-O",
-                            "vmdk",
-                            "-o",
-                            &format!("subformat={sub}"),
-                            src.to_str().unwrap(),
-                            out.to_str().unwrap(),
-                        ],
-                    );
+                    let sub = format!("subformat={sub}");
+                    common::qemu_convert(&src, &out, "vmdk", &["-q", "-f", "raw", "-o", &sub]);
                 }
             }
             std::fs::write(tmp.path().join("done"), b"").unwrap();

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{run_v2x, tool_ok, v2x_ok};
+use common::{run_v2x, v2x_ok};
 use std::path::{Path, PathBuf};
 
 /// A 4 MiB monolithicSparse VMDK at `path` holding a pattern from `seed`.
@@ -18,19 +18,7 @@ fn make_vmdk(path: &Path, seed: u8) {
         *b = (i % 251) as u8 ^ seed;
     }
     std::fs::write(&raw, &data).unwrap();
-    tool_ok(
-        "qemu-img",
-        &[
-            "convert",
-            "-q",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            raw.to_str().unwrap(),
-            path.to_str().unwrap(),
-        ],
-    );
+    common::qemu_convert(&raw, path, "vmdk", &["-q", "-f", "raw"]);
     std::fs::remove_file(raw).unwrap();
 }
 

@@ -155,18 +155,17 @@ pub fn plan_step_ids(plan: &serde_json::Value) -> Vec<&str> {
         .collect()
 }
 
+/// `qemu-img convert -O FMT OPTS... SRC OUT`.
+pub fn qemu_convert(src: &Path, out: &Path, fmt: &str, opts: &[&str]) {
+    let mut args = vec!["convert", "-O", fmt];
+    args.extend_from_slice(opts);
+    args.extend([src.to_str().unwrap(), out.to_str().unwrap()]);
+    tool_ok("qemu-img", &args);
+}
+
 /// `qemu-img convert -O raw` of `img`, the byte oracle.
 pub fn qemu_raw(img: &Path, out: &Path) {
-    tool_ok(
-        "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "raw",
-            img.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ],
-    );
+    qemu_convert(img, out, "raw", &[]);
 }
 
 /// Asserts two files have identical bytes (compares hashes to keep messages short).
